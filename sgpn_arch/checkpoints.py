@@ -1,0 +1,116 @@
+"""Reading network weights from official, BasicSR and safetensors files; writing random test weights."""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from pathlib import Path
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model")
+
+
+class CheckpointError(ValueError):
+    """A weights file that is missing, unreadable or not the network it should be."""
+
+
+def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """Load a state dict from ``.pth``/``.pt``/``.ckpt`` (``weights_only=True``) or ``.safetensors``.
+
+    BasicSR wrappers (``params_ema`` preferred, then ``params``) are unwrapped and a DataParallel
+    ``module.`` prefix is removed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"weights file not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # corrupt file, pickle with code objects, wrong format
+        raise CheckpointError(f"cannot read weights file {path}: {err}. Re-download it or check the path.") from None
+    for key in WRAPPER_KEYS:
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise CheckpointError(f"{path} does not hold a state dict of tensors")
+    return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def load_strict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], what: str, source: str) -> None:
+    """``load_state_dict(strict=True)`` with one readable error naming the file and the mismatch."""
+    try:
+        model.load_state_dict(state_dict, strict=True)
+    except RuntimeError as err:
+        detail = str(err).split("\n\t", 1)[-1][:600]
+        raise CheckpointError(f"{source} is not a {what} checkpoint in the official layout: {detail}") from None
+
+
+def save_state_dict(state_dict: dict[str, torch.Tensor], path: str | os.PathLike) -> Path:
+    """Write a state dict atomically (``.safetensors`` or torch pickle by suffix)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
+    os.close(fd)
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import save_file
+            save_file({k: v.contiguous() for k, v in state_dict.items()}, tmp)
+        else:
+            torch.save(state_dict, tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+    return path
+
+
+# Generator widths of the generated-weight presets: "official" is the released model's shape.
+PRESETS = {
+    "official": dict(size=512, channel_multiplier=2, narrow=1.0, style_dim=512, code_dim=256),
+    "tiny": dict(size=512, channel_multiplier=2, narrow=0.125, style_dim=64, code_dim=32),
+}
+
+
+def randomize_generator_(generator: torch.nn.Module, seed: int) -> None:
+    """Give every feature-injection weight a non-zero value so random weights exercise the fusion path."""
+    gen = torch.Generator().manual_seed(seed)
+    for name, param in generator.named_parameters():
+        if name.endswith("noise.weight"):
+            param.data.copy_(0.2 + 0.1 * torch.rand(1, generator=gen))
+
+
+def randomize_d3dfr_(d3dfr: torch.nn.Module, seed: int) -> None:
+    """Small random heads so coefficients vary with the input while staying face-like."""
+    gen = torch.Generator().manual_seed(seed)
+    for head in d3dfr.final_layers:
+        head.weight.data.copy_(torch.randn(head.weight.shape, generator=gen) * 2e-3)
+
+
+def write_random_checkpoints(folder: str | os.PathLike, preset: str = "official", seed: int = 0,
+                             suffix: str = ".pth") -> dict[str, Path]:
+    """Write randomly initialised SGPN generator and D3DFR weights in the official key layout.
+
+    Returns ``{"sgpn": path, "d3dfr": path}``. Used by tests and by ``sgpn demo``; the outputs of
+    such networks are not restorations.
+    """
+    from .d3dfr import ReconNet
+    from .generator import SGPNGenerator
+
+    if preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")
+    torch.manual_seed(seed)
+    generator = SGPNGenerator(**PRESETS[preset])
+    randomize_generator_(generator, seed)
+    d3dfr = ReconNet()
+    randomize_d3dfr_(d3dfr, seed)
+    folder = Path(folder)
+    return {"sgpn": save_state_dict(generator.state_dict(), folder / f"sgpn_{preset}{suffix}"),
+            "d3dfr": save_state_dict(d3dfr.state_dict(), folder / f"d3dfr_random{suffix}")}

@@ -1,0 +1,80 @@
+"""The SGPN restoration chain: aligned LQ crop + 5 landmarks → 3D shape prior → restored crop."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .bfm import ParametricFaceModel
+from .checkpoints import load_state_dict_file, load_strict
+from .d3dfr import ReconNet
+from .generator import SGPNGenerator
+from .renderer import MeshRenderer
+from .shape_prior import ShapePrior
+
+WeightsSource = str | os.PathLike | dict
+
+
+@dataclass
+class SGPNOutput:
+    """Batched result of :meth:`SGPN.restore` (images ``[B,3,S,S]`` in [-1, 1])."""
+
+    restored: torch.Tensor
+    render: torch.Tensor
+    coeffs: torch.Tensor
+    mask: torch.Tensor
+
+
+class SGPN(nn.Module):
+    """Shape prior (D3DFR + 3DMM + renderer) followed by the SGPN generator."""
+
+    def __init__(self, generator: SGPNGenerator, shape_prior: ShapePrior):
+        super().__init__()
+        self.generator = generator
+        self.shape_prior = shape_prior
+
+    @property
+    def size(self) -> int:
+        """Side of the aligned crops the generator works on (512 for the official model)."""
+        return self.generator.size
+
+    def forward(self, lq: torch.Tensor, landmarks: torch.Tensor) -> SGPNOutput:
+        prior = self.shape_prior(lq, landmarks)
+        restored = self.generator(lq, prior.render, prior.coeffs).clamp(-1, 1)
+        return SGPNOutput(restored=restored, render=prior.render, coeffs=prior.coeffs, mask=prior.mask)
+
+    @torch.inference_mode()
+    def restore(self, lq: torch.Tensor, landmarks: torch.Tensor) -> SGPNOutput:
+        """Restore aligned crops ``lq [B,3,S,S]`` in [-1, 1] with their landmarks ``[B,5,2]`` (crop px)."""
+        if lq.ndim != 4 or lq.shape[1] != 3 or lq.shape[-2:] != (self.size, self.size):
+            raise ValueError(f"expected aligned crops of shape [B,3,{self.size},{self.size}], got {list(lq.shape)}")
+        if landmarks.shape != (lq.shape[0], 5, 2):
+            raise ValueError(f"expected landmarks of shape [{lq.shape[0]},5,2], got {list(landmarks.shape)}")
+        device = next(self.parameters()).device
+        return self(lq.to(device, torch.float32), landmarks.to(device, torch.float32))
+
+
+def _state_dict(source: WeightsSource) -> tuple[dict, str]:
+    if isinstance(source, dict):
+        return source, "the given state dict"
+    return load_state_dict_file(source), str(source)
+
+
+def build_sgpn(generator: WeightsSource, d3dfr: WeightsSource, bfm_folder: str | os.PathLike,
+               device: str | torch.device = "cpu", renderer_backend: str = "auto") -> SGPN:
+    """Build the full chain from weight files (or state dicts) and a BFM folder, in eval mode."""
+    gen_state, gen_source = _state_dict(generator)
+    try:
+        config = SGPNGenerator.config_from_state_dict(gen_state)
+    except ValueError as err:
+        raise ValueError(f"{gen_source}: {err}. Pass the SGPN generator weights (sgpn.pth).") from None
+    gen = SGPNGenerator(**config)
+    load_strict(gen, gen_state, "SGPN generator", gen_source)
+    recon = ReconNet()
+    d3dfr_state, d3dfr_source = _state_dict(d3dfr)
+    load_strict(recon, d3dfr_state, "D3DFR ResNet-50 (d3dfr_finetune_ours.pth)", d3dfr_source)
+    prior = ShapePrior(recon, ParametricFaceModel.from_folder(bfm_folder), MeshRenderer(backend=renderer_backend))
+    return SGPN(gen, prior).eval().to(device)
