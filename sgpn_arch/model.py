@@ -35,6 +35,7 @@ class SGPN(nn.Module):
         super().__init__()
         self.generator = generator
         self.shape_prior = shape_prior
+        self.generator_dtype = torch.float32
 
     @property
     def size(self) -> int:
@@ -43,7 +44,9 @@ class SGPN(nn.Module):
 
     def forward(self, lq: torch.Tensor, landmarks: torch.Tensor) -> SGPNOutput:
         prior = self.shape_prior(lq, landmarks)
-        restored = self.generator(lq, prior.render, prior.coeffs).clamp(-1, 1)
+        dtype = self.generator_dtype
+        restored = self.generator(lq.to(dtype), prior.render.to(dtype), prior.coeffs.to(dtype))
+        restored = restored.float().clamp(-1, 1)
         return SGPNOutput(restored=restored, render=prior.render, coeffs=prior.coeffs, mask=prior.mask)
 
     @torch.inference_mode()
@@ -55,6 +58,25 @@ class SGPN(nn.Module):
             raise ValueError(f"expected landmarks of shape [{lq.shape[0]},5,2], got {list(landmarks.shape)}")
         device = next(self.parameters()).device
         return self(lq.to(device, torch.float32), landmarks.to(device, torch.float32))
+
+
+    def accelerate(self, compile: bool = False, dtype: torch.dtype | None = None) -> "SGPN":
+        """Inference speed options; outputs stay equal to the plain path within float tolerance.
+
+        ``compile``: ``torch.compile`` the generator and D3DFR (inductor, frozen weights; the first
+        call is slow). ``dtype``: run the generator in ``torch.float16``/``torch.bfloat16`` (GPU);
+        the shape prior stays in float32.
+        """
+        if dtype is not None:
+            if dtype not in (torch.float32, torch.float16, torch.bfloat16):
+                raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype}")
+            self.generator.to(dtype)
+            self.generator_dtype = dtype
+        if compile:
+            options = {"freezing": True}
+            self.generator.compile(options=options)
+            self.shape_prior.d3dfr.compile(options=options)
+        return self
 
 
 def _state_dict(source: WeightsSource) -> tuple[dict, str]:

@@ -156,18 +156,25 @@ class ModulatedConv2d(nn.Module):
         self.weight = nn.Parameter(torch.randn(1, out_channels, in_channels, kernel_size, kernel_size))
         self.modulation = EqualLinear(style_dim, in_channels, bias_init=1.0)
 
+    def _conv(self, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        if self.upsample:
+            return F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
+        return F.conv2d(x, weight, padding=self.padding)
+
     def forward(self, x: torch.Tensor, style: torch.Tensor) -> torch.Tensor:
         s = self.modulation(style)                                   # [B, in]
         weight = self.weight[0] * self.scale                         # [out, in, k, k]
-        x = x * s[:, :, None, None]
-        if self.upsample:
-            out = F.conv_transpose2d(x, weight.transpose(0, 1), stride=2)
-        else:
-            out = F.conv2d(x, weight, padding=self.padding)
         if self.demodulate:
             w2 = weight.pow(2).sum(dim=(2, 3))                       # [out, in]
             demod = torch.rsqrt(s.pow(2) @ w2.t() + 1e-8)            # [B, out]
-            out = out * demod[:, :, None, None]
+        else:
+            demod = torch.ones(s.shape[0], self.out_channels, dtype=s.dtype, device=s.device)
+        if x.shape[0] == 1:
+            # one sample: folding style and demodulation into the weights is cheaper than
+            # scaling the (much larger) activations
+            out = self._conv(x, weight * s[0][None, :, None, None] * demod[0][:, None, None, None])
+        else:
+            out = self._conv(x * s[:, :, None, None], weight) * demod[:, :, None, None]
         if self.upsample:
             out = self.blur(out)
         return out
