@@ -91,7 +91,7 @@ def randomize_d3dfr_(d3dfr: torch.nn.Module, seed: int) -> None:
     """Small random heads so coefficients vary with the input while staying face-like."""
     gen = torch.Generator().manual_seed(seed)
     for head in d3dfr.final_layers:
-        head.weight.data.copy_(torch.randn(head.weight.shape, generator=gen) * 2e-3)
+        head.weight.data.copy_(torch.randn(head.weight.shape, generator=gen) * 5e-5)
 
 
 def write_random_checkpoints(folder: str | os.PathLike, preset: str = "official", seed: int = 0,
