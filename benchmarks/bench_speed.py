@@ -31,9 +31,10 @@ sys.path.insert(0, str(REPO))
 import basicsr_plugin.compat  # noqa: E402,F401  (gfpgan imports basicsr)
 
 SIZE = 512
+FULL_SIZE_BFM = {"grid": 214}   # 35.6k vertices / 70.4k triangles, like the real BFM09 front face
 
 
-def _sgpn_model(compile: bool):
+def _sgpn_model(compile: bool, dtype: torch.dtype | None):
     from sgpn_arch.bfm_synthetic import write_synthetic_bfm
     from sgpn_arch.checkpoints import write_random_checkpoints
     from sgpn_arch.model import build_sgpn
@@ -42,7 +43,7 @@ def _sgpn_model(compile: bool):
     weights = write_random_checkpoints(folder / "weights", preset="official")
     bfm = write_synthetic_bfm(folder / "bfm", **FULL_SIZE_BFM)
     model = build_sgpn(weights["sgpn"], weights["d3dfr"], bfm, renderer_backend="torch")
-    return model.accelerate(compile=compile)
+    return model.accelerate(compile=compile, dtype=dtype)
 
 
 def _template_landmarks(batch: int) -> torch.Tensor:
@@ -55,15 +56,16 @@ def build_subject(name: str, batch: int) -> Callable[[], torch.Tensor]:
     """A zero-argument callable running one forward of ``name`` on a fixed random batch."""
     torch.manual_seed(0)
     lq = torch.rand(batch, 3, SIZE, SIZE) * 2 - 1
-    if name in ("sgpn_restore", "sgpn_restore_compiled"):
-        model = _sgpn_model(compile=name.endswith("compiled"))
+    if name.startswith("sgpn_"):
+        # sgpn_{restore|generator}[_compiled][_bf16]
+        model = _sgpn_model(compile="_compiled" in name, dtype=torch.bfloat16 if name.endswith("_bf16") else None)
         landmarks = _template_landmarks(batch)
-        return lambda: model.restore(lq, landmarks).restored
-    if name in ("sgpn_generator", "sgpn_generator_compiled"):
-        model = _sgpn_model(compile=name.endswith("compiled"))
-        prior = model.shape_prior(lq, _template_landmarks(batch))
-        render, coeffs = prior.render.detach(), prior.coeffs.detach()
-        return lambda: model.generator(lq, render, coeffs)
+        if name.startswith("sgpn_restore"):
+            return lambda: model.restore(lq, landmarks).restored
+        prior = model.shape_prior(lq, landmarks)
+        dtype = model.generator_dtype
+        render, coeffs, lq_g = prior.render.detach().to(dtype), prior.coeffs.detach().to(dtype), lq.to(dtype)
+        return lambda: model.generator(lq_g, render, coeffs)
     from sgpn_arch.peers import build_peer_network
 
     net = build_peer_network(name).eval()
@@ -129,8 +131,10 @@ def to_markdown(rows: list[dict], command: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--subjects", nargs="+", default=["gfpgan", "sgpn_generator", "sgpn_generator_compiled",
-                                                          "sgpn_restore", "sgpn_restore_compiled", "gpen", "codeformer"])
+    parser.add_argument("--subjects", nargs="+",
+                        default=["gfpgan", "sgpn_generator", "sgpn_generator_compiled", "sgpn_generator_compiled_bf16",
+                                 "sgpn_restore", "sgpn_restore_compiled", "sgpn_restore_compiled_bf16", "gpen", "codeformer"],
+                        help="gfpgan, gpen, codeformer, sgpn_{restore|generator}[_compiled][_bf16]")
     parser.add_argument("--batch", nargs="+", type=int, default=[1])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))

@@ -70,3 +70,14 @@ def test_accelerated_paths_match_plain(tiny_weights, bfm_dir):
     assert got.dtype == torch.float32 and (got - expected).abs().mean() < 0.05
     with pytest.raises(ValueError, match="dtype"):
         plain.accelerate(dtype=torch.int8)
+
+
+@pytest.mark.slow
+def test_compiled_path_matches_plain(tiny_weights, bfm_dir):
+    plain = build_sgpn(tiny_weights["sgpn"], tiny_weights["d3dfr"], bfm_dir)
+    compiled = build_sgpn(tiny_weights["sgpn"], tiny_weights["d3dfr"], bfm_dir).accelerate(compile=True)
+    lq = torch.rand(1, 3, 512, 512) * 2 - 1
+    expected = plain.restore(lq, _landmarks(1))
+    got = compiled.restore(lq, _landmarks(1))
+    torch.testing.assert_close(got.coeffs, expected.coeffs, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(got.restored, expected.restored, atol=1e-4, rtol=1e-4)
