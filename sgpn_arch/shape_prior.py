@@ -34,10 +34,13 @@ class ShapePrior(nn.Module):
         self.face_model = face_model
         self.renderer = renderer if renderer is not None else MeshRenderer()
 
-    def forward(self, lq: torch.Tensor, landmarks: torch.Tensor) -> ShapePriorOutput:
-        """``lq [B,3,S,S]`` in [-1,1] with its landmarks ``[B,5,2]`` (crop px)."""
+    def forward(self, lq: torch.Tensor, landmarks: torch.Tensor,
+                crop_matrix: torch.Tensor | None = None) -> ShapePriorOutput:
+        """``lq [B,3,S,S]`` in [-1,1] with its landmarks ``[B,5,2]`` (crop px); ``crop_matrix`` (crop px →
+        224 px) skips the fit when the data loader already computed it."""
         size = lq.shape[-1]
-        matrix = d3dfr_crop_matrix(landmarks.float(), self.face_model.lm3d_5, crop_size=size)
+        matrix = crop_matrix.float() if crop_matrix is not None else d3dfr_crop_matrix(
+            landmarks.float(), self.face_model.lm3d_5, crop_size=size)
         crop = warp_affine((lq.float() + 1) / 2, matrix, (INPUT_SIZE, INPUT_SIZE))
         coeffs = self.d3dfr(crop)
         mesh = self.face_model.compute(coeffs)

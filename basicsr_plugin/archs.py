@@ -1,0 +1,12 @@
+"""Register the SGPN networks in BasicSR's ARCH_REGISTRY (the code lives in ``sgpn_arch``)."""
+
+from . import compat  # noqa: F401  (before basicsr)
+from basicsr.utils.registry import ARCH_REGISTRY  # noqa: E402
+
+from sgpn_arch.arcface import ResNetArcFace  # noqa: E402
+from sgpn_arch.d3dfr import ReconNet  # noqa: E402
+from sgpn_arch.discriminator import SGPNDiscriminator  # noqa: E402
+from sgpn_arch.generator import SGPNGenerator  # noqa: E402
+
+for _arch in (SGPNGenerator, SGPNDiscriminator, ReconNet, ResNetArcFace):
+    ARCH_REGISTRY.register(_arch)

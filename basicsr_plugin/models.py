@@ -1,0 +1,217 @@
+"""SGPNModel: BasicSR training/validation of the SGPN generator with its shape prior (SPEC §6)."""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from copy import deepcopy
+
+import torch
+
+from . import compat  # noqa: F401  (before basicsr)
+from basicsr.archs import build_network  # noqa: E402
+from basicsr.losses import build_loss  # noqa: E402
+from basicsr.losses.gan_loss import r1_penalty  # noqa: E402
+from basicsr.models.sr_model import SRModel  # noqa: E402
+from basicsr.utils.registry import MODEL_REGISTRY  # noqa: E402
+
+from sgpn_arch.bfm import ParametricFaceModel  # noqa: E402
+from sgpn_arch.renderer import MeshRenderer  # noqa: E402
+from sgpn_arch.shape_prior import ShapePrior  # noqa: E402
+
+from .data import check_keys  # noqa: E402
+
+logger = logging.getLogger("basicsr")
+
+LOSS_KEYS = ("pixel_opt", "perceptual_opt", "gan_opt", "identity_opt", "coeff_opt", "landmark_opt", "photometric_opt")
+TRAIN_KEYS = set(LOSS_KEYS) | {"optim_g", "optim_d", "optim_d3dfr", "scheduler", "total_iter", "warmup_iter",
+                               "ema_decay", "r1_reg_weight", "net_d_iters", "net_d_init_iters", "net_d_reg_every",
+                               "fix_d3dfr"}
+SHAPE_PRIOR_KEYS = {"bfm_folder", "renderer_backend"}
+
+
+def _weight(loss_opt: dict | None) -> float:
+    return float(loss_opt.get("loss_weight", 0.0)) if loss_opt else 0.0
+
+
+@MODEL_REGISTRY.register()
+class SGPNModel(SRModel):
+    """Generator + shape prior (D3DFR + BFM09 + renderer) [+ discriminator], with EMA.
+
+    Every loss in ``train`` has a ``loss_weight``; 0 (or leaving the loss out) builds nothing for it.
+    """
+
+    def __init__(self, opt: dict):
+        super(SRModel, self).__init__(opt)   # BaseModel: SRModel's own __init__ builds a different network set
+        self.use_gan, self.fix_d3dfr = False, True
+        prior_opt = opt.get("shape_prior", {})
+        check_keys(prior_opt, SHAPE_PRIOR_KEYS, "shape_prior")
+        if opt.get("is_train"):
+            check_keys(opt["train"], TRAIN_KEYS, "train")
+        self.net_g = self.model_to_device(build_network(opt["network_g"]))
+        self._load(self.net_g, "network_g", "params")
+        d3dfr = build_network(opt["network_d3dfr"])
+        self._load(d3dfr, "network_d3dfr", "params")
+        if "bfm_folder" not in prior_opt:
+            raise KeyError("shape_prior.bfm_folder is required: the folder holding BFM09_model_info.mat")
+        prior = ShapePrior(d3dfr, ParametricFaceModel.from_folder(prior_opt["bfm_folder"]),
+                           MeshRenderer(backend=prior_opt.get("renderer_backend", "torch")))
+        self.shape_prior = self.model_to_device(prior)
+        if self.is_train:
+            self.init_training_settings()
+
+    def _load(self, net, network_key: str, default_param_key: str) -> None:
+        name = network_key.removeprefix("network_")
+        path = self.opt["path"].get(f"pretrain_{network_key}")
+        if path:
+            self.load_network(net, path, self.opt["path"].get(f"strict_load_{name}", True),
+                              self.opt["path"].get(f"param_key_{name}", default_param_key))
+
+    # --- training set-up -------------------------------------------------------------------
+
+    def init_training_settings(self):
+        train_opt = self.opt["train"]
+        self.net_g.train()
+        self.fix_d3dfr = train_opt.get("fix_d3dfr", True)
+        self.shape_prior.train(not self.fix_d3dfr)
+        self.shape_prior.requires_grad_(not self.fix_d3dfr)
+        self.ema_decay = train_opt.get("ema_decay", 0)
+        if self.ema_decay > 0:
+            self.net_g_ema = self.model_to_device(build_network(self.opt["network_g"]))
+            path = self.opt["path"].get("pretrain_network_g")
+            if path:
+                self.load_network(self.net_g_ema, path, True, "params_ema")
+            else:
+                self.model_ema(0)
+            self.net_g_ema.eval()
+
+        weights = {key: _weight(train_opt.get(key)) for key in LOSS_KEYS}
+        self.cri = {key: build_loss(train_opt[key]).to(self.device) for key, w in weights.items()
+                    if w > 0 and key != "gan_opt"}
+        shape_losses = [k for k in ("coeff_opt", "landmark_opt", "photometric_opt") if k in self.cri]
+        if shape_losses and self.fix_d3dfr:
+            logger.warning("shape losses %s have no effect while train.fix_d3dfr is true", shape_losses)
+        self.use_gan = weights["gan_opt"] > 0
+        if self.use_gan:
+            self.cri_gan = build_loss(train_opt["gan_opt"]).to(self.device)
+            self.net_d = self.model_to_device(build_network(self.opt["network_d"]))
+            self._load(self.net_d, "network_d", "params")
+            self.net_d.train()
+            self.r1_reg_weight = train_opt.get("r1_reg_weight", 10.0)
+            self.net_d_iters = train_opt.get("net_d_iters", 1)
+            self.net_d_init_iters = train_opt.get("net_d_init_iters", 0)
+            self.net_d_reg_every = train_opt.get("net_d_reg_every", 16)
+        self.setup_optimizers()
+        self.setup_schedulers()
+
+    def setup_optimizers(self):
+        train_opt = self.opt["train"]
+        groups = [("optim_g", self.net_g.parameters())]
+        if not self.fix_d3dfr:
+            groups.append(("optim_d3dfr" if "optim_d3dfr" in train_opt else "optim_g",
+                           self.get_bare_model(self.shape_prior).d3dfr.parameters()))
+        if self.use_gan:
+            groups.append(("optim_d", self.net_d.parameters()))
+        self.optimizers = []
+        for key, params in groups:
+            opt = deepcopy(train_opt[key])
+            optim_type = opt.pop("type")
+            optimizer = self.get_optimizer(optim_type, list(params), **opt)
+            self.optimizers.append(optimizer)
+            setattr(self, key.replace("optim_", "optimizer_"), optimizer)
+
+    # --- data and forward ------------------------------------------------------------------
+
+    def feed_data(self, data: dict):
+        self.lq = data["lq"].to(self.device)
+        self.landmarks = data["landmarks"].to(self.device)
+        self.crop_matrix = data["crop_matrix"].to(self.device) if "crop_matrix" in data else None
+        if "gt" in data:
+            self.gt = data["gt"].to(self.device)
+
+    def _restore(self, net):
+        prior = self.shape_prior(self.lq, self.landmarks, self.crop_matrix)
+        return net(self.lq, prior.render, prior.coeffs), prior
+
+    def optimize_parameters(self, current_iter: int):
+        loss_dict = OrderedDict()
+        train_d = self.use_gan and current_iter > self.net_d_init_iters
+        if self.use_gan:
+            self.net_d.requires_grad_(False)
+        self.optimizer_g.zero_grad()
+        if not self.fix_d3dfr:
+            self.optimizer_d3dfr.zero_grad()
+        self.output, prior = self._restore(self.net_g)
+        total = 0
+        if "pixel_opt" in self.cri:
+            loss_dict["l_pix"] = self.cri["pixel_opt"](self.output, self.gt)
+        if "perceptual_opt" in self.cri:
+            loss_dict["l_percep"] = self.cri["perceptual_opt"](self.output, self.gt)
+        if "identity_opt" in self.cri:
+            loss_dict["l_identity"] = self.cri["identity_opt"](self.output, self.gt)
+        if self.use_gan and current_iter % self.net_d_iters == 0:
+            loss_dict["l_g_gan"] = self.cri_gan(self.net_d(self.output), True, is_disc=False)
+        if not self.fix_d3dfr and any(k in self.cri for k in ("coeff_opt", "landmark_opt", "photometric_opt")):
+            with torch.no_grad():
+                prior_hq = self.shape_prior(self.gt, self.landmarks, self.crop_matrix)
+            if "coeff_opt" in self.cri:
+                loss_dict["l_coeff"] = self.cri["coeff_opt"](prior.coeffs, prior_hq.coeffs)
+            if "landmark_opt" in self.cri:
+                loss_dict["l_lm"] = self.cri["landmark_opt"](prior.landmarks68, prior_hq.landmarks68, self.lq.shape[-1])
+            if "photometric_opt" in self.cri:
+                loss_dict["l_photo"] = self.cri["photometric_opt"](prior.render, self.gt, prior.mask)
+        for value in loss_dict.values():
+            total = total + value
+        total.backward()
+        self.optimizer_g.step()
+        if not self.fix_d3dfr:
+            self.optimizer_d3dfr.step()
+
+        if train_d:
+            self.net_d.requires_grad_(True)
+            self.optimizer_d.zero_grad()
+            real = self.net_d(self.gt)
+            fake = self.net_d(self.output.detach())
+            l_d = self.cri_gan(real, True, is_disc=True) + self.cri_gan(fake, False, is_disc=True)
+            loss_dict["l_d"] = l_d
+            loss_dict["real_score"] = real.detach().mean()
+            loss_dict["fake_score"] = fake.detach().mean()
+            l_d.backward()
+            if current_iter % self.net_d_reg_every == 0:
+                self.gt.requires_grad_(True)
+                real = self.net_d(self.gt)
+                l_r1 = self.r1_reg_weight / 2 * r1_penalty(real, self.gt) * self.net_d_reg_every + 0 * real[0]
+                loss_dict["l_d_r1"] = l_r1.detach().mean()
+                l_r1.backward()
+            self.optimizer_d.step()
+
+        if self.ema_decay > 0:
+            self.model_ema(decay=self.ema_decay)
+        self.log_dict = self.reduce_loss_dict(loss_dict)
+
+    def test(self):
+        net = self.net_g_ema if hasattr(self, "net_g_ema") else self.net_g
+        was_training = net.training
+        net.eval()
+        with torch.no_grad():
+            output, prior = self._restore(net)
+        self.output, self.render = output.clamp(-1, 1), prior.render
+        net.train(was_training)
+
+    def get_current_visuals(self) -> OrderedDict:
+        to01 = lambda x: ((x + 1) / 2).detach().cpu()  # noqa: E731  (BasicSR's tensor2img expects [0, 1])
+        out = OrderedDict(lq=to01(self.lq), result=to01(self.output))
+        if hasattr(self, "gt"):
+            out["gt"] = to01(self.gt)
+        return out
+
+    def save(self, epoch: int, current_iter: int):
+        if hasattr(self, "net_g_ema"):
+            self.save_network([self.net_g, self.net_g_ema], "net_g", current_iter, param_key=["params", "params_ema"])
+        else:
+            self.save_network(self.net_g, "net_g", current_iter)
+        if self.use_gan:
+            self.save_network(self.net_d, "net_d", current_iter)
+        # saved even when frozen, so that --auto_resume finds every network it resumes
+        self.save_network(self.get_bare_model(self.shape_prior).d3dfr, "net_d3dfr", current_iter)
+        self.save_training_state(epoch, current_iter)
