@@ -1,0 +1,245 @@
+"""The restoration pipeline every front end calls: detect → align to the SGPN template → SGPN → paste back."""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Callable
+
+import cv2
+import numpy as np
+import torch
+
+from .align import get_template, similarity_transform
+from .image_io import from_float, scale_of, split_alpha
+from .model import SGPN, build_sgpn
+from .weights import resolve_bfm_folder, resolve_weights, stage_for_facexlib
+
+logger = logging.getLogger(__name__)
+
+DETECTORS = ("retinaface_resnet50", "retinaface_mobile0.25")
+BORDER_GREY = (135 / 255, 133 / 255, 132 / 255)
+# ParseNet classes kept in the paste-back mask (skin, brows, eyes, ears, nose, mouth, lips; no hair/neck/cloth)
+PARSE_FACE_CLASSES = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 15)
+
+
+class NoFaceError(ValueError):
+    """No face was found in a whole photo."""
+
+
+@dataclass
+class RestoreResult:
+    """Everything one restore produces (images are numpy, BGR)."""
+
+    cropped_faces: list[np.ndarray] = field(default_factory=list)     # uint8 aligned crops
+    restored_faces: list[np.ndarray] = field(default_factory=list)    # uint8
+    renders: list[np.ndarray] = field(default_factory=list)           # uint8 3D shape-prior renders
+    landmarks: list[np.ndarray] = field(default_factory=list)         # (5, 2) in the input image
+    affine_matrices: list[np.ndarray] = field(default_factory=list)   # (2, 3) input → crop
+    restored_image: np.ndarray | None = None    # input size × upscale, input's channels and dtype
+    face_mask: np.ndarray | None = None         # float32 [H·up, W·up] in 0..1
+
+
+def pick_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` → CUDA, then MPS, then CPU."""
+    if str(device) != "auto":
+        return torch.device(device)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+class FaceRestorer:
+    """Load once, restore many. ``model`` is used as given; otherwise weights come from the zoo."""
+
+    def __init__(self, model: SGPN | None = None, *, generator=None, d3dfr=None, bfm_folder=None,
+                 device: str | torch.device = "auto", upscale: int = 2, detector: str = "retinaface_resnet50",
+                 template="sgpn", use_parse: bool = False, det_threshold: float = 0.9, min_face_size: int = 0,
+                 bg_upsampler: Callable[[np.ndarray], np.ndarray] | None = None,
+                 detector_rootpath: str | os.PathLike | None = None, allow_download: bool = True, batch_size: int = 4):
+        if not (isinstance(upscale, int) and 1 <= upscale <= 8):
+            raise ValueError(f"upscale must be an integer from 1 to 8, got {upscale!r}")
+        if not 0 < det_threshold < 1:
+            raise ValueError(f"det_threshold must be between 0 and 1, got {det_threshold}")
+        if detector not in DETECTORS:
+            raise ValueError(f"unknown detector {detector!r}; choose one of {DETECTORS}")
+        if batch_size < 1 or min_face_size < 0:
+            raise ValueError("batch_size must be >= 1 and min_face_size >= 0")
+        self.device = pick_device(device)
+        if model is None:
+            model = build_sgpn(resolve_weights("sgpn", generator, allow_download),
+                               resolve_weights("d3dfr", d3dfr, allow_download), resolve_bfm_folder(bfm_folder))
+        self.model = model.to(self.device).eval()
+        self.size = model.size
+        self.template = get_template(template, self.size)
+        self.upscale, self.det_threshold, self.min_face_size = upscale, det_threshold, min_face_size
+        self.bg_upsampler, self.batch_size = bg_upsampler, batch_size
+
+        from facexlib.detection import init_detection_model
+
+        root = stage_for_facexlib(detector, detector_rootpath, allow_download)
+        self.detector = init_detection_model(detector, half=False, device=self.device, model_rootpath=str(root))
+        self.parser = None
+        if use_parse:   # only then: facexlib would otherwise download ParseNet behind the user's back
+            from facexlib.parsing import init_parsing_model
+
+            parse_root = stage_for_facexlib("parsenet", detector_rootpath, allow_download)
+            self.parser = init_parsing_model("parsenet", device=self.device, model_rootpath=str(parse_root))
+
+    def to(self, device: str | torch.device) -> "FaceRestorer":
+        """Move every network (SGPN, detector, parser) to ``device``."""
+        self.device = torch.device(device)
+        self.model.to(self.device)
+        self.detector.to(self.device)
+        self.detector.device = self.device
+        if self.parser is not None:
+            self.parser.to(self.device)
+        return self
+
+    # --- detection and alignment ----------------------------------------------------------
+
+    def detect(self, image_bgr: np.ndarray, only_center_face: bool = False) -> list[np.ndarray]:
+        """5-point landmarks ``(5,2)`` of the faces in a BGR uint8 image, largest first."""
+        with torch.no_grad():
+            found = self.detector.detect_faces(image_bgr, conf_threshold=self.det_threshold)
+        faces = []
+        for row in np.asarray(found).reshape(-1, 15):
+            x0, y0, x1, y1 = row[:4]
+            if min(x1 - x0, y1 - y0) >= self.min_face_size:
+                faces.append((row[:4], row[5:15].reshape(5, 2).astype(np.float32)))
+        faces.sort(key=lambda f: -(f[0][2] - f[0][0]) * (f[0][3] - f[0][1]))
+        if only_center_face and faces:
+            centre = np.array([image_bgr.shape[1] / 2, image_bgr.shape[0] / 2])
+            faces = [min(faces, key=lambda f: np.linalg.norm((f[0][:2] + f[0][2:]) / 2 - centre))]
+        return [landmarks for _, landmarks in faces]
+
+    def align(self, image01: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Crop (float BGR, ``size``²) aligned to the template, and the input → crop affine."""
+        affine = similarity_transform(landmarks, self.template)
+        crop = cv2.warpAffine(image01, affine, (self.size, self.size), flags=cv2.INTER_LINEAR,
+                              borderMode=cv2.BORDER_CONSTANT, borderValue=BORDER_GREY)
+        return crop, affine
+
+    # --- restoration -----------------------------------------------------------------------
+
+    def restore_crops(self, crops01: list[np.ndarray], crop_landmarks: list[np.ndarray],
+                      on_face: Callable[[int, int], None] | None = None) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        """Run SGPN on aligned float BGR crops in batches → (restored, renders), float BGR in [0, 1]."""
+        restored, renders = [], []
+        for start in range(0, len(crops01), self.batch_size):
+            if on_face is not None:
+                on_face(start, len(crops01))
+            batch = np.stack(crops01[start:start + self.batch_size])[..., ::-1]        # RGB
+            lq = torch.from_numpy(batch.copy()).permute(0, 3, 1, 2).float() * 2 - 1
+            lm = torch.from_numpy(np.stack(crop_landmarks[start:start + self.batch_size])).float()
+            out = self.model.restore(lq, lm)
+            to_np = lambda t: ((t.float().cpu().permute(0, 2, 3, 1).numpy()[..., ::-1] + 1) / 2).clip(0, 1)  # noqa: E731
+            restored += list(to_np(out.restored))
+            renders += list(to_np(out.render))
+        return restored, renders
+
+    def restore(self, image: np.ndarray, *, aligned: bool = False, only_center_face: bool = False,
+                paste_back: bool = True, visibility: float = 1.0,
+                on_face: Callable[[int, int], None] | None = None) -> RestoreResult:
+        """Restore every face of ``image`` (numpy BGR/BGRA/grey, uint8/uint16/float).
+
+        ``aligned``: the image is one face crop already aligned to the template (any size).
+        ``visibility``: blend of restored (1) and original (0) faces. ``on_face(i, n)`` is called before
+        each batch of faces (progress, cancellation).
+        """
+        if not 0 <= visibility <= 1:
+            raise ValueError(f"visibility must be between 0 and 1, got {visibility}")
+        if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or min(image.shape[:2]) < 2:
+            raise ValueError("expected an image array of shape H×W, H×W×3 or H×W×4")
+        colour, alpha = split_alpha(image)
+        image01 = colour.astype(np.float32) / scale_of(image.dtype)
+        bgr8 = np.clip(image01 * 255 + 0.5, 0, 255).astype(np.uint8)
+        result = RestoreResult()
+        if aligned:
+            crop = cv2.resize(image01, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
+            found = self.detect(cv2.resize(bgr8, (self.size, self.size)), only_center_face=True)
+            crop_lms = [found[0] if found else self.template]
+            crops, affines = [crop], [np.array([[self.size / image.shape[1], 0, 0], [0, self.size / image.shape[0], 0]],
+                                               np.float32)]
+            result.landmarks = [crop_lms[0] / [self.size / image.shape[1], self.size / image.shape[0]]]
+        else:
+            result.landmarks = self.detect(bgr8, only_center_face)
+            if not result.landmarks:
+                raise NoFaceError("no face found in the image; try a lower detection threshold, or --aligned "
+                                  "if the image is an aligned face crop")
+            crops, affines = zip(*(self.align(image01, lm) for lm in result.landmarks))
+            crop_lms = [lm @ a[:, :2].T + a[:, 2] for lm, a in zip(result.landmarks, affines)]
+        restored, renders = self.restore_crops(list(crops), list(crop_lms), on_face)
+        restored = [visibility * r + (1 - visibility) * c for r, c in zip(restored, crops)]
+        to8 = lambda x: np.clip(x * 255 + 0.5, 0, 255).astype(np.uint8)  # noqa: E731
+        result.cropped_faces = [to8(c) for c in crops]
+        result.restored_faces = [to8(r) for r in restored]
+        result.renders = [to8(r) for r in renders]
+        result.affine_matrices = [np.asarray(a, np.float32) for a in affines]
+        if aligned:
+            h, w = image.shape[0] * self.upscale, image.shape[1] * self.upscale
+            canvas = cv2.resize(restored[0], (w, h), interpolation=cv2.INTER_LINEAR)
+            result.face_mask = np.ones((h, w), np.float32)
+            result.restored_image = self._finish(canvas, alpha, image)
+        elif paste_back:
+            canvas, result.face_mask = self.paste_back(image01, restored, result.affine_matrices)
+            result.restored_image = self._finish(canvas, alpha, image)
+        return result
+
+    # --- paste-back --------------------------------------------------------------------------
+
+    def upsample_background(self, image01: np.ndarray) -> np.ndarray:
+        h, w = image01.shape[:2]
+        if self.bg_upsampler is not None:
+            up = self.bg_upsampler(image01)
+            if up.shape[:2] != (h * self.upscale, w * self.upscale):
+                up = cv2.resize(up, (w * self.upscale, h * self.upscale), interpolation=cv2.INTER_LINEAR)
+            return up.astype(np.float32)
+        if self.upscale == 1:
+            return image01.copy()
+        return cv2.resize(image01, (w * self.upscale, h * self.upscale), interpolation=cv2.INTER_LANCZOS4)
+
+    def face_region(self, restored01: np.ndarray) -> np.ndarray:
+        """Soft mask of the crop to paste: the whole crop, or the face-parsing mask when enabled."""
+        if self.parser is None:
+            return np.ones((self.size, self.size), np.float32)
+        rgb = cv2.resize(restored01, (512, 512))[..., ::-1]
+        x = torch.from_numpy(rgb.copy()).permute(2, 0, 1)[None].float().to(self.device) * 2 - 1
+        with torch.no_grad():
+            labels = self.parser(x)[0].argmax(dim=1)[0].cpu().numpy()
+        mask = np.isin(labels, PARSE_FACE_CLASSES).astype(np.float32)
+        mask = cv2.GaussianBlur(mask, (101, 101), 11)
+        return cv2.resize(mask, (self.size, self.size))
+
+    def paste_back(self, image01: np.ndarray, faces01: list[np.ndarray],
+                   affines: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+        """Warp restored crops back with the inverse affines and blend them in with soft masks."""
+        canvas = self.upsample_background(image01)
+        h, w = canvas.shape[:2]
+        u = self.upscale
+        union = np.zeros((h, w), np.float32)
+        for face, affine in zip(faces01, affines):
+            inverse = cv2.invertAffineTransform(affine) * u
+            inverse[:, 2] += 0.5 * (u - 1)            # pixel centres: p_out = u·p_in + (u − 1)/2
+            warped = cv2.warpAffine(face, inverse, (w, h), flags=cv2.INTER_LINEAR)
+            region = cv2.warpAffine(self.face_region(face), inverse, (w, h), flags=cv2.INTER_LINEAR)
+            edge = max(1, int(np.sqrt(region.sum())) // 20)
+            core = cv2.erode((region > 0.999).astype(np.float32), np.ones((2 * edge + 1,) * 2, np.uint8))
+            soft = cv2.GaussianBlur(core, (2 * edge + 1, 2 * edge + 1), 0) * np.clip(region, 0, 1)
+            canvas = soft[..., None] * warped + (1 - soft[..., None]) * canvas
+            union = np.maximum(union, soft)
+        return canvas, union
+
+    def _finish(self, canvas01: np.ndarray, alpha: np.ndarray | None, like: np.ndarray) -> np.ndarray:
+        """Back to the input's channel layout and dtype (alpha resized and re-attached)."""
+        out = from_float(canvas01, like.dtype)
+        if like.ndim == 2 or like.shape[2] == 1:
+            out = cv2.cvtColor(out, cv2.COLOR_BGR2GRAY)
+            return out if like.ndim == 2 else out[..., None]
+        if alpha is not None:
+            alpha = cv2.resize(alpha, (out.shape[1], out.shape[0]), interpolation=cv2.INTER_LINEAR)
+            out = np.dstack([out, alpha])
+        return out
