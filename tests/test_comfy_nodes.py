@@ -1,0 +1,528 @@
+"""The ComfyUI node pack, imported and executed the way ComfyUI does it.
+
+ComfyUI itself is not a pip-installable library, so minimal stand-ins for the three ComfyUI modules
+the pack uses (``folder_paths``, ``comfy.model_management``, ``comfy.utils``) are injected into
+``sys.modules``; they behave like ComfyUI's own for the functions the pack calls. The pack is then
+loaded from a ``custom_nodes`` folder through importlib, as ComfyUI's ``load_custom_node`` does.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import json
+import logging
+import os
+import shutil
+import socket
+import sys
+import threading
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image, ImageOps
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PACK_DIR = REPO_ROOT / "comfy_nodes"
+PACK_NAME = "ComfyUI-SGPN"  # the folder name a user would clone/link the pack under
+WORKFLOW_API = PACK_DIR / "workflows" / "sgpn_restore_api.json"
+WORKFLOW_UI = PACK_DIR / "workflows" / "sgpn_restore_ui.json"
+PHOTO = "real_lq_whole/sgpn_0022.jpg"          # one face, 355x505
+SECOND_PHOTO = "real_lq_whole/sgpn_0026.jpg"   # another person, 400x600
+TEST_DETECTOR = "retinaface_mobile0.25"        # the detector whose real weights are available offline
+WIDGET_TYPES = {"INT", "FLOAT", "BOOLEAN", "STRING"}
+PT_EXTENSIONS = {".ckpt", ".pt", ".bin", ".pth", ".safetensors", ".pkl", ".sft"}
+
+
+# --------------------------------------------------------------------------------------------
+# ComfyUI stand-ins
+
+
+def make_folder_paths(base: Path) -> types.ModuleType:
+    """``folder_paths`` with ComfyUI's registry semantics (lists of folders + extension sets)."""
+    fp = types.ModuleType("folder_paths")
+    fp.supported_pt_extensions = set(PT_EXTENSIONS)
+    fp.models_dir = str(base / "models")
+    fp.folder_names_and_paths = {
+        "checkpoints": ([str(base / "models" / "checkpoints")], fp.supported_pt_extensions),
+        "upscale_models": ([str(base / "models" / "upscale_models")], fp.supported_pt_extensions),
+    }
+
+    def add_model_folder_path(folder_name, full_folder_path, is_default=False):
+        if folder_name in fp.folder_names_and_paths:
+            paths = fp.folder_names_and_paths[folder_name][0]
+            paths.insert(0, full_folder_path) if is_default else paths.append(full_folder_path)
+        else:
+            fp.folder_names_and_paths[folder_name] = ([full_folder_path], set())
+
+    def get_folder_paths(folder_name):
+        return fp.folder_names_and_paths[folder_name][0][:]
+
+    def get_filename_list(folder_name):
+        folders, extensions = fp.folder_names_and_paths[folder_name]
+        found = set()
+        for folder in folders:
+            for root, dirs, files in os.walk(folder, followlinks=True):
+                dirs[:] = [d for d in dirs if d != ".git"]
+                for name in files:
+                    if not extensions or os.path.splitext(name)[-1].lower() in extensions:
+                        found.add(os.path.relpath(os.path.join(root, name), folder))
+        return sorted(found)
+
+    def get_full_path(folder_name, filename):
+        if folder_name not in fp.folder_names_and_paths:
+            return None
+        filename = os.path.relpath(os.path.join("/", filename), "/")
+        for folder in fp.folder_names_and_paths[folder_name][0]:
+            if os.path.isfile(os.path.join(folder, filename)):
+                return os.path.join(folder, filename)
+        return None
+
+    def get_full_path_or_raise(folder_name, filename):
+        full_path = get_full_path(folder_name, filename)
+        if full_path is None:
+            raise FileNotFoundError(f"Model in folder '{folder_name}' with filename '{filename}' not found.")
+        return full_path
+
+    for func in (add_model_folder_path, get_folder_paths, get_filename_list, get_full_path, get_full_path_or_raise):
+        setattr(fp, func.__name__, func)
+    return fp
+
+
+class InterruptProcessingException(Exception):
+    pass
+
+
+def make_comfy() -> tuple[types.ModuleType, types.ModuleType, types.ModuleType]:
+    """``comfy``, ``comfy.model_management`` and ``comfy.utils`` recording what the pack asks of them."""
+    comfy = types.ModuleType("comfy")
+    comfy.__path__ = []
+    mm = types.ModuleType("comfy.model_management")
+    mm.InterruptProcessingException = InterruptProcessingException
+    mm.calls = []
+    mm.interrupt_processing = False
+    mm.lock = threading.RLock()
+    mm.get_torch_device = lambda: torch.device("cpu")
+    mm.unet_offload_device = lambda: torch.device("cpu")
+    mm.intermediate_device = lambda: torch.device("cpu")
+    mm.free_memory = lambda memory_required, device, keep_loaded=[]: mm.calls.append(("free_memory", memory_required, device))
+    mm.soft_empty_cache = lambda force=False: mm.calls.append(("soft_empty_cache",))
+
+    def throw_exception_if_processing_interrupted():
+        with mm.lock:
+            mm.calls.append(("interrupt_check",))
+            if mm.interrupt_processing:
+                mm.interrupt_processing = False
+                raise InterruptProcessingException()
+
+    mm.throw_exception_if_processing_interrupted = throw_exception_if_processing_interrupted
+
+    utils = types.ModuleType("comfy.utils")
+    utils.bars = []
+
+    class ProgressBar:
+        def __init__(self, total, node_id=None):
+            self.total, self.current = total, 0
+            utils.bars.append(self)
+
+        def update_absolute(self, value, total=None, preview=None):
+            if total is not None:
+                self.total = total
+            self.current = min(value, self.total)
+
+        def update(self, value):
+            self.update_absolute(self.current + value)
+
+    utils.ProgressBar = ProgressBar
+    comfy.model_management, comfy.utils = mm, utils
+    return comfy, mm, utils
+
+
+def load_custom_node(custom_nodes: Path, name: str) -> types.ModuleType:
+    """What ComfyUI's ``load_custom_node`` does for a package folder."""
+    module_path = custom_nodes / name
+    spec = importlib.util.spec_from_file_location(name, module_path / "__init__.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def load_image(path: Path) -> torch.Tensor:
+    """ComfyUI's LoadImage: EXIF-rotated RGB as float32 [1,H,W,3] in 0..1."""
+    image = ImageOps.exif_transpose(Image.open(path)).convert("RGB")
+    return torch.from_numpy(np.array(image).astype(np.float32) / 255.0)[None]
+
+
+# --------------------------------------------------------------------------------------------
+# fixtures
+
+
+@pytest.fixture(scope="module")
+def comfy_env(tmp_path_factory, tiny_weights, bfm_dir, retinaface_dir):
+    """A ComfyUI-like install: models folders with the pack's files, stand-ins, the pack in custom_nodes."""
+    base = tmp_path_factory.mktemp("ComfyUI")
+    models = base / "models"
+    (models / "facerestore_models").mkdir(parents=True)
+    (models / "sgpn" / "BFM").mkdir(parents=True)
+    (models / "facedetection").mkdir()
+    shutil.copy(tiny_weights["sgpn"], models / "facerestore_models" / "sgpn.pth")
+    shutil.copy(tiny_weights["d3dfr"], models / "sgpn" / "d3dfr_finetune_ours.pth")
+    for item in Path(bfm_dir).iterdir():
+        shutil.copy(item, models / "sgpn" / "BFM" / item.name)
+    for item in Path(retinaface_dir).iterdir():
+        shutil.copy(item, models / "facedetection" / item.name)
+    # another pack (or extra_model_paths.yaml) registered facerestore_models first, with a user folder
+    user_folder = base / "shared_models" / "facerestore"
+    user_folder.mkdir(parents=True)
+    (user_folder / "GFPGANv1.4.pth").write_bytes(b"")
+
+    custom_nodes = base / "custom_nodes"
+    custom_nodes.mkdir()
+    try:
+        (custom_nodes / PACK_NAME).symlink_to(PACK_DIR, target_is_directory=True)
+    except OSError:  # no symlinks (Windows without developer mode): a copy is what a clone gives
+        shutil.copytree(PACK_DIR, custom_nodes / PACK_NAME)
+
+    folder_paths = make_folder_paths(base)
+    folder_paths.folder_names_and_paths["facerestore_models"] = ([str(user_folder)], folder_paths.supported_pt_extensions)
+    comfy, mm, utils = make_comfy()
+    stand_ins = {"folder_paths": folder_paths, "comfy": comfy, "comfy.model_management": mm, "comfy.utils": utils}
+    saved = {name: sys.modules.get(name) for name in stand_ins}
+    sys.modules.update(stand_ins)
+    try:
+        pack = load_custom_node(custom_nodes, PACK_NAME)
+        yield types.SimpleNamespace(pack=pack, folder_paths=folder_paths, mm=mm, utils=utils, base=base,
+                                    user_folder=user_folder, custom_nodes=custom_nodes)
+    finally:
+        for name in [n for n in sys.modules if n == PACK_NAME or n.startswith(PACK_NAME + ".")]:
+            del sys.modules[name]
+        for name, module in saved.items():
+            if module is None:
+                sys.modules.pop(name, None)
+            else:
+                sys.modules[name] = module
+
+
+@pytest.fixture(scope="module")
+def api_workflow() -> dict:
+    return json.loads(WORKFLOW_API.read_text(encoding="utf-8"))
+
+
+@pytest.fixture(scope="module")
+def sgpn_model(comfy_env, api_workflow):
+    """The loader node run with the example workflow's settings (test detector swapped in)."""
+    inputs = dict(_node_of_type(api_workflow, "SGPN_ModelLoader")["inputs"], detector=TEST_DETECTOR)
+    return _call_node(comfy_env.pack, "SGPN_ModelLoader", inputs)[0]
+
+
+def _node_of_type(workflow: dict, class_type: str) -> dict:
+    (node,) = [n for n in workflow.values() if n["class_type"] == class_type]
+    return node
+
+
+def _validate_inputs(node_class, inputs: dict) -> None:
+    """The checks ComfyUI's ``validate_inputs`` makes on widget values."""
+    declared = node_class.INPUT_TYPES()
+    for section in ("required", "optional"):
+        for name, spec in declared.get(section, {}).items():
+            if name not in inputs:
+                assert section == "optional", f"{node_class.__name__}: missing required input {name}"
+                continue
+            kind, options = spec[0], (spec[1] if len(spec) > 1 else {})
+            value = inputs[name]
+            if isinstance(kind, list):
+                assert value in kind, f"{node_class.__name__}.{name}: {value!r} not in {kind}"
+            elif kind in ("INT", "FLOAT"):
+                assert options.get("min", -np.inf) <= value <= options.get("max", np.inf), (name, value)
+            elif kind == "BOOLEAN":
+                assert isinstance(value, bool), (name, value)
+
+
+def _call_node(pack, class_type: str, inputs: dict):
+    node_class = pack.NODE_CLASS_MAPPINGS[class_type]
+    _validate_inputs(node_class, inputs)
+    node = node_class()
+    outputs = getattr(node, node_class.FUNCTION)(**inputs)
+    assert isinstance(outputs, tuple) and len(outputs) == len(node_class.RETURN_TYPES)
+    return outputs
+
+
+def _core_nodes(images: dict[str, torch.Tensor], sink: list):
+    """The ComfyUI core nodes the example workflow uses, with LoadImage reading from ``images``."""
+    def load_image_node(image, upload="image"):
+        tensor = images[image]
+        return tensor, torch.zeros(tensor.shape[:3])
+
+    def mask_to_image(mask):
+        return (mask.reshape(-1, 1, *mask.shape[-2:]).movedim(1, -1).expand(-1, -1, -1, 3),)
+
+    def save(images, filename_prefix="ComfyUI"):
+        sink.append((filename_prefix, images))
+        return ()
+
+    return {"LoadImage": load_image_node, "MaskToImage": mask_to_image, "SaveImage": save,
+            "PreviewImage": lambda images: save(images, "preview")}
+
+
+def run_workflow(pack, workflow: dict, images: dict[str, torch.Tensor], overrides: dict | None = None):
+    """Execute an API-format workflow in dependency order; returns every node's outputs and the saved images."""
+    overrides = overrides or {}
+    results, sink = {}, []
+    core = _core_nodes(images, sink)
+
+    def execute(node_id: str, visiting=()):
+        if node_id in results:
+            return results[node_id]
+        assert node_id not in visiting, f"cycle through node {node_id}"
+        node = workflow[node_id]
+        inputs = {}
+        for name, value in node["inputs"].items():
+            if isinstance(value, list) and len(value) == 2 and isinstance(value[0], str):
+                value = execute(value[0], visiting + (node_id,))[value[1]]
+            inputs[name] = value
+        inputs.update(overrides.get(node["class_type"], {}))
+        if node["class_type"] in pack.NODE_CLASS_MAPPINGS:
+            results[node_id] = _call_node(pack, node["class_type"], inputs)
+        else:
+            results[node_id] = core[node["class_type"]](**inputs)
+        return results[node_id]
+
+    for node_id in workflow:
+        execute(node_id)
+    return results, sink
+
+
+def _record_moves(comfy_env, monkeypatch) -> list:
+    """Record every ``FaceRestorer.to(device)`` call as ``(restorer, device)``."""
+    moves = []
+    restorer_class = comfy_env.pack.nodes.FaceRestorer
+    original_to = restorer_class.to
+
+    def to(self, device):
+        moves.append((self, torch.device(device)))
+        return original_to(self, device)
+
+    monkeypatch.setattr(restorer_class, "to", to)
+    return moves
+
+
+def _far_from(mask: torch.Tensor, margin: int) -> torch.Tensor:
+    """Pixels at least ``margin`` px away from any non-zero pixel of ``mask`` [H,W]."""
+    near = torch.nn.functional.max_pool2d((mask > 0).float()[None, None], 2 * margin + 1, 1, margin)[0, 0]
+    return near == 0
+
+
+# --------------------------------------------------------------------------------------------
+# declarations and registration
+
+
+def test_pack_imports_from_custom_nodes_and_declares_valid_nodes(comfy_env):
+    pack = comfy_env.pack
+    assert pack.__name__ == PACK_NAME and set(pack.__all__) == {"NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"}
+    mappings = pack.NODE_CLASS_MAPPINGS
+    assert set(mappings) == {"SGPN_ModelLoader", "SGPN_RestoreFaces", "SGPN_FaceCrops"}
+    assert set(pack.NODE_DISPLAY_NAME_MAPPINGS) == set(mappings)
+    for name, node_class in mappings.items():
+        assert name.startswith("SGPN_") and node_class.__name__ == name
+        declared = node_class.INPUT_TYPES()
+        assert set(declared) <= {"required", "optional", "hidden"} and declared["required"]
+        inputs = {**declared["required"], **declared.get("optional", {})}
+        for input_name, spec in inputs.items():
+            assert isinstance(spec, tuple) and 1 <= len(spec) <= 2, (name, input_name)
+            kind = spec[0]
+            options = spec[1] if len(spec) == 2 else {}
+            assert isinstance(options, dict)
+            if isinstance(kind, list):  # combo: every default must be one of the choices
+                assert all(isinstance(choice, str) for choice in kind)
+                assert "default" not in options or options["default"] in kind, (name, input_name)
+            elif kind in ("INT", "FLOAT"):
+                assert options["min"] <= options["default"] <= options["max"], (name, input_name)
+            else:
+                assert isinstance(kind, str) and kind.isupper(), (name, input_name)
+        assert isinstance(node_class.RETURN_TYPES, tuple) and node_class.RETURN_TYPES
+        assert len(node_class.RETURN_NAMES) == len(node_class.RETURN_TYPES)
+        assert isinstance(node_class.CATEGORY, str) and node_class.CATEGORY
+        function = getattr(node_class, node_class.FUNCTION)
+        parameters = inspect.signature(function).parameters
+        assert set(inputs) == set(parameters) - {"self"}, name
+        for input_name in declared.get("optional", {}):
+            assert parameters[input_name].default is not inspect.Parameter.empty
+    # custom types flow from the node producing them to the nodes consuming them
+    produced = {t for c in mappings.values() for t in c.RETURN_TYPES}
+    consumed = {spec[0] for c in mappings.values() for spec in c.INPUT_TYPES()["required"].values()
+                if isinstance(spec[0], str) and spec[0].startswith("SGPN_")}
+    assert consumed == {"SGPN_MODEL", "SGPN_FACES"} and consumed <= produced
+
+
+def test_model_folders_are_merged_not_overwritten(comfy_env):
+    fp = comfy_env.folder_paths
+    models = Path(fp.models_dir)
+    restorer_paths = fp.get_folder_paths("facerestore_models")
+    assert restorer_paths[0] == str(comfy_env.user_folder)  # the user's entry is kept, first
+    assert restorer_paths[1:] == [str(models / "facerestore_models")]
+    assert fp.get_folder_paths("sgpn") == [str(models / "sgpn")]
+    assert fp.get_folder_paths("facedetection") == [str(models / "facedetection")]
+    assert fp.folder_names_and_paths["checkpoints"][1] is fp.supported_pt_extensions  # shared set untouched
+    assert ".mat" not in fp.supported_pt_extensions
+    # registering again (ComfyUI reloading the pack) adds nothing twice
+    comfy_env.pack.model_paths.register_model_folders()
+    assert fp.get_folder_paths("facerestore_models") == restorer_paths
+
+    loader = comfy_env.pack.NODE_CLASS_MAPPINGS["SGPN_ModelLoader"].INPUT_TYPES()["required"]
+    assert loader["generator"][0] == ["GFPGANv1.4.pth", "d3dfr_finetune_ours.pth", "sgpn.pth"]  # both folders
+    assert loader["d3dfr"][0] == ["d3dfr_finetune_ours.pth"]
+    assert loader["bfm"][0] == [os.path.join("BFM", "BFM09_model_info.mat")]
+    assert "retinaface_resnet50" in loader["detector"][0] and TEST_DETECTOR in loader["detector"][0]
+
+
+def test_no_network_at_import_or_in_input_types(comfy_env, monkeypatch):
+    def refuse(*args, **kwargs):
+        raise AssertionError("network access from the node pack")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    for name in [n for n in sys.modules if n.startswith(PACK_NAME + ".")]:
+        monkeypatch.delitem(sys.modules, name)
+    monkeypatch.delitem(sys.modules, PACK_NAME)
+    pack = load_custom_node(comfy_env.custom_nodes, PACK_NAME)
+    for node_class in pack.NODE_CLASS_MAPPINGS.values():
+        node_class.INPUT_TYPES()
+
+
+def test_workflows_are_consistent(comfy_env, api_workflow):
+    """The UI-format workflow is the API-format one laid out: same nodes, links and widget values."""
+    pack = comfy_env.pack
+    ui = json.loads(WORKFLOW_UI.read_text(encoding="utf-8"))
+    assert {str(n["id"]) for n in ui["nodes"]} == set(api_workflow)
+    links = {link[0]: link for link in ui["links"]}
+    assert ui["last_node_id"] == max(n["id"] for n in ui["nodes"]) and ui["last_link_id"] == max(links)
+    for node in ui["nodes"]:
+        api_node = api_workflow[str(node["id"])]
+        assert node["type"] == api_node["class_type"]
+        for slot in node.get("inputs", []):
+            if slot.get("link") is None:
+                continue
+            _, origin, origin_slot, target, target_slot, kind = links[slot["link"]]
+            assert target == node["id"] and api_node["inputs"][slot["name"]] == [str(origin), origin_slot]
+        if node["type"] in pack.NODE_CLASS_MAPPINGS:
+            node_class = pack.NODE_CLASS_MAPPINGS[node["type"]]
+            declared = node_class.INPUT_TYPES()
+            specs = {**declared["required"], **declared.get("optional", {})}
+            widgets = [name for name, spec in specs.items() if isinstance(spec[0], list) or spec[0] in WIDGET_TYPES]
+            assert node["widgets_values"] == [api_node["inputs"][name] for name in widgets]
+            for slot, out in enumerate(node["outputs"]):
+                assert (out["name"], out["type"]) == (node_class.RETURN_NAMES[slot], node_class.RETURN_TYPES[slot])
+    for _, origin, origin_slot, target, _, kind in ui["links"]:
+        origin_type = next(n for n in ui["nodes"] if n["id"] == origin)["type"]
+        if origin_type in pack.NODE_CLASS_MAPPINGS:
+            assert pack.NODE_CLASS_MAPPINGS[origin_type].RETURN_TYPES[origin_slot] == kind
+
+
+# --------------------------------------------------------------------------------------------
+# execution
+
+
+@pytest.mark.slow
+def test_example_workflow_restores_a_real_photo(comfy_env, api_workflow, faces_dir, monkeypatch):
+    photo = load_image(faces_dir / PHOTO)
+    load_node = _node_of_type(api_workflow, "LoadImage")
+    comfy_env.mm.calls.clear()
+    comfy_env.utils.bars.clear()
+    moves = _record_moves(comfy_env, monkeypatch)
+    results, saved = run_workflow(comfy_env.pack, api_workflow, {load_node["inputs"]["image"]: photo},
+                                  overrides={"SGPN_ModelLoader": {"detector": TEST_DETECTOR}})
+
+    restore_id = next(k for k, n in api_workflow.items() if n["class_type"] == "SGPN_RestoreFaces")
+    image, mask, faces = results[restore_id]
+    upscale = api_workflow[restore_id]["inputs"]["upscale"]
+    _, height, width, _ = photo.shape
+    assert image.dtype == torch.float32 and image.device.type == "cpu"
+    assert image.shape == (1, height * upscale, width * upscale, 3) and 0 <= image.min() and image.max() <= 1
+    assert mask.shape == (1, height * upscale, width * upscale) and 0 <= mask.min() and mask.max() <= 1
+    assert (mask > 0.5).float().mean() > 0.01  # a face was pasted
+    assert upscale == 1
+    changed = (image - photo).abs().amax(-1)[0] > 1e-6
+    assert changed[mask[0] > 0.5].float().mean() > 0.5          # the face changed ...
+    assert torch.equal(image[0][_far_from(mask[0], 4)], photo[0][_far_from(mask[0], 4)])  # ... the background did not
+
+    crops_id = next(k for k, n in api_workflow.items() if n["class_type"] == "SGPN_FaceCrops")
+    cropped, restored, renders = results[crops_id]
+    n_faces = len(faces.restored)
+    assert n_faces == 1 and faces.image_index == [0]
+    for batch in (cropped, restored, renders):
+        assert batch.shape == (n_faces, 512, 512, 3) and batch.dtype == torch.float32
+        assert 0 <= batch.min() and batch.max() <= 1
+    assert renders.std() > 0.05 and (renders.amax(-1) < 1e-3).float().mean() > 0.2  # a face on black
+    assert {prefix for prefix, _ in saved} >= {"SGPN/restored", "preview"}
+    assert all(images.ndim == 4 and images.shape[-1] == 3 for _, images in saved)
+
+    # ComfyUI memory protocol: room made on the run device, networks there for the run and back after
+    loader_id = next(k for k, n in api_workflow.items() if n["class_type"] == "SGPN_ModelLoader")
+    options = api_workflow[restore_id]["inputs"]
+    restorer = results[loader_id][0].restorer(options["upscale"], options["det_threshold"])
+    assert comfy_env.mm.calls[0][0] == "free_memory" and comfy_env.mm.calls[0][1] > 1e6
+    run_moves = [device for owner, device in moves if owner is restorer]
+    assert run_moves[-2:] == [comfy_env.mm.get_torch_device(), comfy_env.mm.unet_offload_device()]
+    # the progress bar is complete and interrupts were checked during the run
+    assert [(bar.total, bar.current) for bar in comfy_env.utils.bars] == [(1, 1)]
+    assert ("interrupt_check",) in comfy_env.mm.calls
+
+
+@pytest.mark.slow
+def test_batch_of_two_different_photos(comfy_env, sgpn_model, faces_dir):
+    first = load_image(faces_dir / PHOTO)
+    _, height, width, _ = first.shape
+    second = load_image(faces_dir / SECOND_PHOTO)
+    second = torch.nn.functional.interpolate(second.movedim(-1, 1), size=(height, width), mode="bilinear",
+                                             antialias=True).movedim(1, -1).clamp(0, 1)
+    batch = torch.cat([first, second])
+    restore = comfy_env.pack.NODE_CLASS_MAPPINGS["SGPN_RestoreFaces"]
+    image, mask, faces = _call_node(comfy_env.pack, "SGPN_RestoreFaces", dict(
+        sgpn_model=sgpn_model, image=batch, upscale=2, only_center_face=False, paste_back=True,
+        visibility=1.0, det_threshold=restore.INPUT_TYPES()["required"]["det_threshold"][1]["default"]))
+    assert image.shape == (2, 2 * height, 2 * width, 3) and mask.shape == (2, 2 * height, 2 * width)
+    assert sorted(set(faces.image_index)) == [0, 1] and len(faces.restored) == 2
+    assert all((m > 0.5).float().mean() > 0.01 for m in mask)
+    assert not torch.allclose(mask[0], mask[1])                   # faces at different places
+    assert (image[0] - image[1]).abs().mean() > 0.05             # different content stays different
+    up = torch.nn.functional.interpolate(batch.movedim(-1, 1), scale_factor=2, mode="bicubic").movedim(1, -1)
+    for i in range(2):
+        far = _far_from(mask[i], 8)
+        assert (image[i][far] - up[i][far]).abs().mean() < 0.02  # background: the input, upscaled
+    crops = _call_node(comfy_env.pack, "SGPN_FaceCrops", {"faces": faces})
+    assert all(batch.shape == (2, 512, 512, 3) for batch in crops)
+
+
+def test_image_without_a_face_passes_through_with_a_warning(comfy_env, sgpn_model, caplog):
+    rng = np.random.default_rng(0)
+    gradient = np.linspace(0, 1, 96, dtype=np.float32)
+    image = np.stack(np.broadcast_arrays(gradient[None, :], gradient[:, None], 0.5), -1)
+    image = torch.from_numpy((image * 0.8 + 0.1 * rng.random(image.shape)).astype(np.float32))[None]
+    inputs = dict(sgpn_model=sgpn_model, image=image, upscale=1, only_center_face=False, paste_back=True,
+                  visibility=1.0, det_threshold=0.9)
+    with caplog.at_level(logging.WARNING):
+        out, mask, faces = _call_node(comfy_env.pack, "SGPN_RestoreFaces", inputs)
+        crops = _call_node(comfy_env.pack, "SGPN_FaceCrops", {"faces": faces})
+    assert torch.equal(out, image) and out.dtype == torch.float32
+    assert mask.shape == (1, 96, 96) and not mask.any()
+    assert any("passes through unchanged" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert any("no face" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
+    assert all(batch.shape == (0, 512, 512, 3) for batch in crops)
+
+    out, mask, _ = _call_node(comfy_env.pack, "SGPN_RestoreFaces", dict(inputs, upscale=2))
+    assert out.shape == (1, 192, 192, 3) and mask.shape == (1, 192, 192)
+
+
+def test_interrupt_stops_the_run_and_offloads_the_model(comfy_env, sgpn_model, monkeypatch):
+    moves = _record_moves(comfy_env, monkeypatch)
+    monkeypatch.setattr(comfy_env.mm, "interrupt_processing", True)
+    with pytest.raises(InterruptProcessingException):
+        _call_node(comfy_env.pack, "SGPN_RestoreFaces", dict(
+            sgpn_model=sgpn_model, image=torch.rand(1, 64, 64, 3), upscale=1, only_center_face=False,
+            paste_back=True, visibility=1.0, det_threshold=0.9))
+    assert [device for _, device in moves] == [comfy_env.mm.get_torch_device(), comfy_env.mm.unet_offload_device()]
