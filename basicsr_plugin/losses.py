@@ -11,7 +11,7 @@ from torchvision.models import vgg19
 from . import compat  # noqa: F401  (before basicsr)
 from basicsr.utils.registry import LOSS_REGISTRY  # noqa: E402
 
-from sgpn_arch.arcface import ResNetArcFace, to_arcface_input  # noqa: E402
+from sgpn_arch.arcface import ArcFaceResNet18, to_arcface_input  # noqa: E402
 from sgpn_arch.checkpoints import load_state_dict_file, load_strict  # noqa: E402
 
 VGG19_LAYERS = {"conv1_2": 2, "conv2_2": 7, "conv3_4": 16, "conv4_4": 25, "conv5_4": 34}   # ReLU indices
@@ -65,7 +65,7 @@ class IdentityLoss(nn.Module):
 
     def __init__(self, arcface_path: str | None = None, loss_weight: float = 1.0):
         super().__init__()
-        self.arcface = ResNetArcFace()
+        self.arcface = ArcFaceResNet18()
         load_strict(self.arcface, load_state_dict_file(_require_weights(arcface_path, "IdentityLoss", "arcface_path")),
                     "ArcFace ResNet-18", arcface_path)
         self.arcface.eval().requires_grad_(False)

@@ -34,7 +34,7 @@ class IRBlock(nn.Module):
         return self.prelu(out + shortcut)
 
 
-class ResNetArcFace(nn.Module):
+class ArcFaceResNet18(nn.Module):
     """ResNet-18-style ArcFace backbone with a 512-d embedding head."""
 
     def __init__(self, layers: tuple[int, ...] = (2, 2, 2, 2)):

@@ -1,0 +1,107 @@
+"""The restoration pipeline on real photos with the real facexlib detector, generated weights and a synthetic BFM."""
+
+import cv2
+import numpy as np
+import pytest
+from PIL import Image
+
+from sgpn_arch.image_io import read_image
+from sgpn_arch.restorer import FaceRestorer, NoFaceError
+
+
+@pytest.fixture(scope="module")
+def restorer(tiny_sgpn, retinaface_dir):
+    return FaceRestorer(tiny_sgpn, device="cpu", upscale=1, detector="retinaface_mobile0.25",
+                        detector_rootpath=retinaface_dir)
+
+
+def _aligned_error(restorer, landmarks, affine):
+    return np.abs(landmarks @ affine[:, :2].T + affine[:, 2] - restorer.template).mean()
+
+
+def test_solvay_faces_found_and_aligned_to_sgpn_template(restorer, faces_dir):
+    image = read_image(faces_dir / "real_lq_whole" / "gpen_Solvay_conference_1927.png")
+    landmarks = restorer.detect(image[..., :3])
+    assert len(landmarks) >= 25
+    crops = [restorer.align(image[..., :3].astype(np.float32) / 255, lm) for lm in landmarks]
+    errors = [_aligned_error(restorer, lm, affine) for lm, (_, affine) in zip(landmarks, crops)]
+    assert np.median(errors) < 4.0 and max(errors) < 10.0     # pixels, in the 512 crop
+
+
+def test_whole_photo_paste_back(restorer, faces_dir):
+    image = read_image(faces_dir / "real_lq_whole" / "sgpn_0525.jpg")
+    result = restorer.restore(image)
+    assert len(result.restored_faces) == 3 and len(result.renders) == 3
+    assert result.restored_image.shape == image.shape and result.restored_image.dtype == np.uint8
+    far = cv2.dilate((result.face_mask > 0).astype(np.uint8), np.ones((9, 9), np.uint8)) == 0
+    assert far.mean() > 0.2
+    assert np.array_equal(result.restored_image[far], image[far])            # untouched far from faces
+    assert not np.array_equal(result.restored_image[~far], image[~far])      # faces were replaced
+
+
+def test_upscale_and_alpha_survive(tiny_sgpn, retinaface_dir, faces_dir):
+    restorer = FaceRestorer(tiny_sgpn, device="cpu", upscale=2, detector="retinaface_mobile0.25",
+                            detector_rootpath=retinaface_dir)
+    image = read_image(faces_dir / "real_lq_whole" / "codeformer_06.png")
+    assert image.shape[2] == 4
+    result = restorer.restore(image, only_center_face=True)
+    h, w = image.shape[:2]
+    assert result.restored_image.shape == (2 * h, 2 * w, 4) and len(result.restored_faces) == 1
+    expected_alpha = cv2.resize(image[..., 3], (2 * w, 2 * h), interpolation=cv2.INTER_LINEAR)
+    assert np.array_equal(result.restored_image[..., 3], expected_alpha)
+
+
+def test_geometric_round_trip(restorer):
+    rng = np.random.default_rng(0)
+    crop = cv2.GaussianBlur(rng.random((512, 512, 3)).astype(np.float32), (0, 0), 3)
+    crop = (crop - crop.min()) / (crop.max() - crop.min())
+    angle, scale, t = 0.2, 0.6, np.array([150.0, 90.0])
+    rot = scale * np.array([[np.cos(angle), -np.sin(angle)], [np.sin(angle), np.cos(angle)]])
+    crop_to_canvas = np.hstack([rot, t[:, None]]).astype(np.float32)
+    canvas = cv2.warpAffine(crop, crop_to_canvas, (640, 560), flags=cv2.INTER_LINEAR, borderValue=(0.5, 0.5, 0.5))
+    landmarks = restorer.template @ rot.T + t                       # where the template points went
+    recovered, affine = restorer.align(canvas, landmarks)
+    np.testing.assert_allclose(affine, cv2.invertAffineTransform(crop_to_canvas), atol=1e-3)
+    inner = (slice(60, 450), slice(60, 450))
+    assert np.abs(recovered[inner] - crop[inner]).mean() < 0.02  # resampled twice
+    pasted, mask = restorer.paste_back(canvas, [crop], [affine])
+    core = mask > 0.999
+    assert core.sum() > 0.2 * (512 * scale) ** 2
+    assert np.abs(pasted[core] - canvas[core]).mean() < 0.01
+    assert np.array_equal(pasted[mask == 0], canvas[mask == 0])
+
+
+def test_grey_16bit_and_exif_inputs(restorer, faces_dir, tmp_path):
+    image = read_image(faces_dir / "real_lq_whole" / "sgpn_0022.jpg")
+    grey = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    out = restorer.restore(grey).restored_image
+    assert out.shape == grey.shape and out.dtype == np.uint8
+    deep = image.astype(np.uint16) * 257
+    out16 = restorer.restore(deep).restored_image
+    assert out16.dtype == np.uint16 and out16.shape == deep.shape
+    # EXIF orientation 6: stored sideways, displayed upright
+    rotated = np.ascontiguousarray(np.rot90(image[..., ::-1], 1))
+    exif = Image.Exif()
+    exif[0x0112] = 6
+    Image.fromarray(rotated).save(tmp_path / "sideways.jpg", exif=exif, quality=95)
+    upright = read_image(tmp_path / "sideways.jpg")
+    assert upright.shape == image.shape
+    assert len(restorer.restore(upright).restored_faces) == 1
+
+
+def test_no_face_and_bad_options(restorer, tiny_sgpn):
+    with pytest.raises(NoFaceError, match="no face"):
+        restorer.restore(np.full((300, 300, 3), 128, np.uint8))
+    with pytest.raises(ValueError, match="visibility"):
+        restorer.restore(np.zeros((64, 64, 3), np.uint8), visibility=2)
+    with pytest.raises(ValueError, match="upscale"):
+        FaceRestorer(tiny_sgpn, upscale=0)
+    with pytest.raises(ValueError, match="detector"):
+        FaceRestorer(tiny_sgpn, detector="yolo")
+
+
+def test_aligned_crop_mode(restorer, faces_dir):
+    crop = read_image(faces_dir / "real_lq_cropped" / "sgpn_test.jpg")
+    result = restorer.restore(crop, aligned=True)
+    assert len(result.restored_faces) == 1 and result.restored_faces[0].shape == (512, 512, 3)
+    assert result.restored_image.shape == crop.shape
