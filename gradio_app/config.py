@@ -1,0 +1,84 @@
+"""Settings of the web demo, read from environment variables (a Space sets them as variables/secrets)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+OVERSIZE_POLICIES = ("downscale", "refuse")
+
+
+def _env_int(name: str, default: int, minimum: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not an integer; set it to a whole number >= {minimum} or unset it") from None
+    if value < minimum:
+        raise ValueError(f"{name}={value} is too small; set it to a whole number >= {minimum} or unset it")
+    return value
+
+
+def _env_str(name: str, default: str | None = None) -> str | None:
+    raw = os.environ.get(name, "").strip()
+    return raw or default
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """Everything the demo can be told from outside.
+
+    Input size limits: a photo whose longer side exceeds ``max_side`` or whose pixel count exceeds
+    ``max_pixels`` is downscaled to fit (``oversize="downscale"``) or refused (``"refuse"``).
+    ``concurrency`` bounds how many restorations run at once and ``queue_size`` how many wait;
+    ``max_file_size`` bounds uploads (Gradio size string). The model settings go to
+    :class:`sgpn_arch.restorer.FaceRestorer`; weights left ``None`` are resolved by the weights zoo
+    (``SGPN_WEIGHTS_<NAME>``, ``SGPN_WEIGHTS_DIR``, the Hub repo ``SGPN_HF_REPO``; BFM: ``SGPN_BFM_DIR``).
+    """
+
+    max_side: int = 2048
+    max_pixels: int = 4_000_000
+    oversize: str = "downscale"
+    max_upscale: int = 4
+    default_upscale: int = 2
+    concurrency: int = 1
+    queue_size: int = 16
+    max_file_size: str = "32mb"
+    device: str = "auto"
+    detector: str = "retinaface_resnet50"
+    generator: str | None = None
+    d3dfr: str | None = None
+    bfm_dir: str | None = None
+    allow_download: bool = True
+
+    def __post_init__(self):
+        if self.oversize not in OVERSIZE_POLICIES:
+            raise ValueError(f"oversize policy {self.oversize!r} is unknown; use one of {', '.join(OVERSIZE_POLICIES)}")
+        if not 1 <= self.default_upscale <= self.max_upscale:
+            raise ValueError(f"default upscale {self.default_upscale} must lie in 1..{self.max_upscale}")
+
+    @classmethod
+    def from_env(cls) -> "DemoConfig":
+        """Read the ``SGPN_*`` environment variables (listed in gradio_app/README.md).
+
+        ``HF_HUB_OFFLINE=1`` also turns off every download the pipeline could make.
+        """
+        oversize = _env_str("SGPN_OVERSIZE", cls.oversize).lower()
+        if oversize not in OVERSIZE_POLICIES:
+            raise ValueError(f"SGPN_OVERSIZE={oversize!r} is unknown; set it to one of {', '.join(OVERSIZE_POLICIES)}")
+        max_upscale = _env_int("SGPN_MAX_UPSCALE", cls.max_upscale, 1)
+        return cls(
+            max_side=_env_int("SGPN_MAX_SIDE", cls.max_side, 64),
+            max_pixels=_env_int("SGPN_MAX_PIXELS", cls.max_pixels, 64 * 64),
+            oversize=oversize,
+            max_upscale=max_upscale,
+            default_upscale=min(_env_int("SGPN_DEFAULT_UPSCALE", cls.default_upscale, 1), max_upscale),
+            concurrency=_env_int("SGPN_CONCURRENCY", cls.concurrency, 1),
+            queue_size=_env_int("SGPN_QUEUE_SIZE", cls.queue_size, 1),
+            max_file_size=_env_str("SGPN_MAX_FILE_SIZE", cls.max_file_size),
+            device=_env_str("SGPN_DEVICE", cls.device),
+            detector=_env_str("SGPN_DETECTOR", cls.detector),
+            allow_download=_env_str("HF_HUB_OFFLINE", "0").lower() not in ("1", "true", "yes", "on"),
+        )
