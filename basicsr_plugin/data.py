@@ -20,7 +20,7 @@ from sgpn_arch.degradation import BlindDegradation  # noqa: E402
 
 DEGRADATION_KEYS = {"blur_kernel_size", "blur_sigma", "anisotropic_prob", "downsample_range", "noise_range",
                     "jpeg_range", "color_jitter_prob", "color_jitter_shift", "gray_prob"}
-DATASET_KEYS = {"name", "type", "phase", "scale", "dataroot_gt", "io_backend", "landmarks_file", "template",
+DATASET_KEYS = {"name", "type", "phase", "scale", "dataroot_gt", "dataroot_lq", "io_backend", "landmarks_file", "template",
                 "out_size", "use_hflip", "seed"} | DEGRADATION_KEYS
 LOADER_KEYS = {"num_worker_per_gpu", "batch_size_per_gpu", "dataset_enlarge_ratio", "prefetch_mode", "use_shuffle",
                "pin_memory", "persistent_workers"}
@@ -39,7 +39,9 @@ class SGPNFaceDataset(data.Dataset):
 
     Faces are re-aligned to ``template`` when ``landmarks_file`` (JSON ``{file name: [[x, y] × 5]}``)
     is given, else they are taken as already aligned to it. Validation (``phase: val``) degrades each
-    image with a fixed per-index seed, so the validation set is the same at every evaluation.
+    image with a fixed per-index seed, so the validation set is the same at every evaluation. With
+    ``dataroot_lq`` (disk only: a folder of LQ faces with the GT file names, e.g. CelebA-Test) the
+    LQ images are read from there instead of being synthesised.
     """
 
     def __init__(self, opt: dict):
@@ -89,13 +91,23 @@ class SGPNFaceDataset(data.Dataset):
             img = cv2.resize(img, (self.out_size, self.out_size), interpolation=interp)
         return img
 
+    def _load_lq(self, index: int, gt: np.ndarray) -> np.ndarray:
+        path = os.path.join(self.opt["dataroot_lq"], os.path.basename(self.keys[index]))
+        lq = cv2.imread(path, cv2.IMREAD_COLOR)
+        if lq is None:
+            raise FileNotFoundError(f"LQ image {path} is missing or unreadable (dataroot_lq must hold the GT file names)")
+        lq = lq.astype(np.float32) / 255.0
+        if lq.shape[:2] != gt.shape[:2]:
+            lq = cv2.resize(lq, gt.shape[1::-1], interpolation=cv2.INTER_LINEAR)
+        return lq
+
     def __getitem__(self, index: int) -> dict:
         gt = self._load_gt(index)
         val = self.opt.get("phase") != "train"
         rng = np.random.default_rng(index) if val else self.rng
         if not val and self.opt.get("use_hflip", True) and rng.random() < 0.5:
             gt = gt[:, ::-1].copy()     # the template is left-right symmetric up to a pixel
-        lq = self.degrade(gt, rng)
+        lq = self._load_lq(index, gt) if self.opt.get("dataroot_lq") else self.degrade(gt, rng)
         to_tensor = lambda im: torch.from_numpy(im[..., ::-1].copy()).permute(2, 0, 1) * 2 - 1  # noqa: E731
         return {"lq": to_tensor(lq), "gt": to_tensor(np.clip(gt, 0, 1)),
                 "landmarks": torch.from_numpy(self.template), "crop_matrix": self.crop_matrix,

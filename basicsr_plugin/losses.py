@@ -13,17 +13,16 @@ from basicsr.utils.registry import LOSS_REGISTRY  # noqa: E402
 
 from sgpn_arch.arcface import ArcFaceResNet18, to_arcface_input  # noqa: E402
 from sgpn_arch.checkpoints import load_state_dict_file, load_strict  # noqa: E402
+from sgpn_arch.weights import resolve_weights  # noqa: E402
 
 VGG19_LAYERS = {"conv1_2": 2, "conv2_2": 7, "conv3_4": 16, "conv4_4": 25, "conv5_4": 34}   # ReLU indices
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-def _require_weights(path: str | None, what: str, key: str) -> str:
-    if not path:
-        raise ValueError(f"{what} needs weights: set '{key}' in the loss options (a local file), "
-                         "or set the loss weight to 0 to disable it")
-    return path
+def _weights(path: str | None, zoo_name: str) -> str:
+    """A loss network's weights: the YAML path if given, else the weights zoo (env var, cache, download)."""
+    return str(resolve_weights(zoo_name, path))
 
 
 @LOSS_REGISTRY.register()
@@ -36,8 +35,8 @@ class SGPNPerceptualLoss(nn.Module):
         if unknown:
             raise ValueError(f"unknown VGG layers {sorted(unknown)}; use {sorted(VGG19_LAYERS)}")
         vgg = vgg19(weights=None)
-        load_strict(vgg, load_state_dict_file(_require_weights(vgg_path, "SGPNPerceptualLoss", "vgg_path")),
-                    "torchvision VGG-19", vgg_path)
+        vgg_path = _weights(vgg_path, "vgg19")
+        load_strict(vgg, load_state_dict_file(vgg_path), "torchvision VGG-19", vgg_path)
         last = max(VGG19_LAYERS[name] for name in layer_weights)
         self.features = vgg.features[: last + 1].eval().requires_grad_(False)
         self.layer_weights = {VGG19_LAYERS[k]: v for k, v in layer_weights.items()}
@@ -66,8 +65,8 @@ class IdentityLoss(nn.Module):
     def __init__(self, arcface_path: str | None = None, loss_weight: float = 1.0):
         super().__init__()
         self.arcface = ArcFaceResNet18()
-        load_strict(self.arcface, load_state_dict_file(_require_weights(arcface_path, "IdentityLoss", "arcface_path")),
-                    "ArcFace ResNet-18", arcface_path)
+        arcface_path = _weights(arcface_path, "arcface")
+        load_strict(self.arcface, load_state_dict_file(arcface_path), "ArcFace ResNet-18", arcface_path)
         self.arcface.eval().requires_grad_(False)
         self.loss_weight = loss_weight
 

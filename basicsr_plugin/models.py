@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections import OrderedDict
 from copy import deepcopy
 
@@ -16,6 +17,8 @@ from basicsr.models.sr_model import SRModel  # noqa: E402
 from basicsr.utils.registry import MODEL_REGISTRY  # noqa: E402
 
 from sgpn_arch.bfm import ParametricFaceModel  # noqa: E402
+from sgpn_arch.bfm_synthetic import write_synthetic_bfm  # noqa: E402
+from sgpn_arch.checkpoints import load_state_dict_file, load_strict  # noqa: E402
 from sgpn_arch.renderer import MeshRenderer  # noqa: E402
 from sgpn_arch.shape_prior import ShapePrior  # noqa: E402
 
@@ -52,20 +55,37 @@ class SGPNModel(SRModel):
         self._load(self.net_g, "network_g", "params")
         d3dfr = build_network(opt["network_d3dfr"])
         self._load(d3dfr, "network_d3dfr", "params")
-        if "bfm_folder" not in prior_opt:
-            raise KeyError("shape_prior.bfm_folder is required: the folder holding BFM09_model_info.mat")
-        prior = ShapePrior(d3dfr, ParametricFaceModel.from_folder(prior_opt["bfm_folder"]),
+        prior = ShapePrior(d3dfr, ParametricFaceModel.from_folder(self._bfm_folder(prior_opt)),
                            MeshRenderer(backend=prior_opt.get("renderer_backend", "torch")))
         self.shape_prior = self.model_to_device(prior)
         if self.is_train:
             self.init_training_settings()
 
+    def _bfm_folder(self, prior_opt: dict) -> str:
+        """``shape_prior.bfm_folder``; ``synthetic`` writes a small synthetic BFM (smoke runs, not real training)."""
+        if "bfm_folder" not in prior_opt:
+            raise KeyError("shape_prior.bfm_folder is required: the folder holding BFM09_model_info.mat "
+                           "and similarity_Lm3D_all.mat (or 'synthetic' for a smoke run)")
+        if prior_opt["bfm_folder"] != "synthetic":
+            return prior_opt["bfm_folder"]
+        logger.warning("shape_prior.bfm_folder is 'synthetic': a random 3D face model, for smoke runs only")
+        root = self.opt["path"].get("experiments_root") or self.opt["path"].get("results_root") or "."
+        return str(write_synthetic_bfm(os.path.join(root, "synthetic_bfm")))
+
     def _load(self, net, network_key: str, default_param_key: str) -> None:
+        """Load ``path.pretrain_<network_key>``; ``param_key_<name>: ~`` reads official/plain files too."""
         name = network_key.removeprefix("network_")
         path = self.opt["path"].get(f"pretrain_{network_key}")
-        if path:
-            self.load_network(net, path, self.opt["path"].get(f"strict_load_{name}", True),
-                              self.opt["path"].get(f"param_key_{name}", default_param_key))
+        if not path:
+            return
+        strict = self.opt["path"].get(f"strict_load_{name}", True)
+        param_key = self.opt["path"].get(f"param_key_{name}", default_param_key)
+        if param_key is not None:
+            self.load_network(net, path, strict, param_key)
+        elif strict:
+            load_strict(self.get_bare_model(net), load_state_dict_file(path), type(net).__name__, path)
+        else:
+            self.get_bare_model(net).load_state_dict(load_state_dict_file(path), strict=False)
 
     # --- training set-up -------------------------------------------------------------------
 
@@ -106,15 +126,16 @@ class SGPNModel(SRModel):
 
     def setup_optimizers(self):
         train_opt = self.opt["train"]
-        groups = [("optim_g", self.net_g.parameters())]
+        # (attribute, options, parameters); a fine-tuned D3DFR uses optim_g's settings unless optim_d3dfr is given
+        groups = [("optim_g", train_opt["optim_g"], self.net_g.parameters())]
         if not self.fix_d3dfr:
-            groups.append(("optim_d3dfr" if "optim_d3dfr" in train_opt else "optim_g",
+            groups.append(("optim_d3dfr", train_opt.get("optim_d3dfr", train_opt["optim_g"]),
                            self.get_bare_model(self.shape_prior).d3dfr.parameters()))
         if self.use_gan:
-            groups.append(("optim_d", self.net_d.parameters()))
+            groups.append(("optim_d", train_opt["optim_d"], self.net_d.parameters()))
         self.optimizers = []
-        for key, params in groups:
-            opt = deepcopy(train_opt[key])
+        for key, options, params in groups:
+            opt = deepcopy(options)
             optim_type = opt.pop("type")
             optimizer = self.get_optimizer(optim_type, list(params), **opt)
             self.optimizers.append(optimizer)

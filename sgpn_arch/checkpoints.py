@@ -11,7 +11,7 @@ import torch
 
 logger = logging.getLogger(__name__)
 
-WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model")
+WRAPPER_KEYS = ("params_ema", "params", "state_dict", "model", "net_recon")  # net_recon: Deep3DFaceRecon
 
 
 class CheckpointError(ValueError):

@@ -1,4 +1,4 @@
-"""The ``sgpn`` command: ``restore`` photos or folders, manage ``weights``, run an offline ``demo``."""
+"""The ``sgpn`` command: ``restore`` photos or folders, manage ``weights``, ``make-pairs`` and ``bench``, run a ``demo``."""
 
 from __future__ import annotations
 
@@ -101,6 +101,7 @@ def run_restore(args, model=None) -> int:
 
 
 def run_weights(args) -> int:
+    from . import metrics, peers  # noqa: F401  (their networks register in the zoo)
     from .weights import MODEL_ZOO, WeightsError, resolve_weights, sha256sum, weights_dir
 
     names = args.names or sorted(MODEL_ZOO)
@@ -144,6 +145,31 @@ def run_demo(args) -> int:
     return run_restore(ns)
 
 
+def run_make_pairs(args) -> int:
+    from .bench import make_pairs
+
+    hq, lq = make_pairs(args.hq, args.output, seed=args.seed, size=args.size, limit=args.limit)
+    print(f"pairs written: GT {hq}, LQ {lq}")
+    return 0
+
+
+def run_bench(args) -> int:
+    from .bench import MethodSources, run_bench as bench
+
+    sources = MethodSources(weights={"sgpn": args.generator, "gfpgan": args.gfpgan, "gpen": args.gpen,
+                                     "codeformer": args.codeformer},
+                            d3dfr=args.d3dfr, bfm_folder=args.bfm, template=args.template,
+                            allow_download=not args.offline)
+    metric_weights = {"lpips": args.lpips_weights, "vgg16": args.vgg16_weights, "arcface": args.arcface_weights,
+                      "fan": args.fan_weights, "fid": args.fid_weights, "fid_stats": args.fid_stats}
+    from .restorer import pick_device
+
+    rows = bench(args.lq, args.output, gt_dir=args.gt, methods=tuple(args.methods), metrics=tuple(args.metrics),
+                 sources=sources, metric_weights=metric_weights, device=pick_device(args.device))
+    print((args.output / "results.md").read_text())
+    return 0 if all(row["status"] == "ok" for row in rows) else 1
+
+
 def _bundled_portraits(folder: Path) -> Path | None:
     """Copy the public-domain portraits shipped in matplotlib / scikit-image into ``folder``."""
     import importlib.util
@@ -177,6 +203,29 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--detector", default="retinaface_mobile0.25", choices=["retinaface_resnet50", "retinaface_mobile0.25"])
     demo.add_argument("--detector-dir", help="folder holding the facexlib detector weights")
     demo.add_argument("--device", default="auto")
+    pairs = sub.add_parser("make-pairs", help="build a CelebA-Test-like HQ/LQ set from HQ aligned faces")
+    pairs.add_argument("--hq", type=Path, required=True, help="folder of HQ aligned faces")
+    pairs.add_argument("-o", "--output", type=Path, required=True, help="writes OUTPUT/hq and OUTPUT/lq")
+    pairs.add_argument("--seed", type=int, default=0)
+    pairs.add_argument("--size", type=int, default=512)
+    pairs.add_argument("--limit", type=int, help="use only the first N faces")
+    bench = sub.add_parser("bench", help="score SGPN, GFPGAN, GPEN and CodeFormer on the same faces")
+    bench.add_argument("--lq", type=Path, required=True, help="aligned LQ faces")
+    bench.add_argument("--gt", type=Path, help="ground truth with the same file names (omit: NIQE/FID only)")
+    bench.add_argument("-o", "--output", type=Path, required=True, help="restored faces and results.md/.csv")
+    bench.add_argument("--methods", nargs="+", default=["sgpn", "gfpgan", "gpen", "codeformer"],
+                       choices=["sgpn", "gfpgan", "gpen", "codeformer"])
+    bench.add_argument("--metrics", nargs="+", default=["psnr", "ssim", "lpips", "deg", "lmd", "niqe", "fid"],
+                       choices=["psnr", "ssim", "lpips", "deg", "lmd", "niqe", "fid"])
+    bench.add_argument("--template", default="ffhq", choices=["sgpn", "ffhq"], help="alignment of the faces")
+    for name in ("generator", "d3dfr", "gfpgan", "gpen", "codeformer"):
+        bench.add_argument(f"--{name}", help=f"{name} weights (default: the weights zoo)")
+    bench.add_argument("--bfm", help="BFM folder (default: SGPN_BFM_DIR)")
+    for name in ("lpips", "vgg16", "arcface", "fan", "fid"):
+        bench.add_argument(f"--{name}-weights", help=f"{name} metric network weights (default: the weights zoo)")
+    bench.add_argument("--fid-stats", help="FFHQ Inception statistics (default: the weights zoo)")
+    bench.add_argument("--device", default="auto")
+    bench.add_argument("--offline", action="store_true", help="never download weights")
     return parser
 
 
@@ -188,6 +237,10 @@ def main(argv: list[str] | None = None) -> int:
             return run_restore(args)
         if args.command == "weights":
             return run_weights(args)
+        if args.command == "make-pairs":
+            return run_make_pairs(args)
+        if args.command == "bench":
+            return run_bench(args)
         return run_demo(args)
     except (ValueError, FileNotFoundError, ImportError) as err:   # setup errors: one clear line
         print(f"sgpn: {err}", file=sys.stderr)

@@ -63,6 +63,8 @@ for _spec in (
                url="https://github.com/xinntao/facexlib/releases/download/v0.2.2/parsing_parsenet.pth"),
     WeightSpec("arcface", "arcface_resnet18.pth", "ArcFace ResNet-18 (identity loss, Deg metric)",
                url="https://github.com/TencentARC/GFPGAN/releases/download/v0.1.0/arcface_resnet18.pth"),
+    WeightSpec("vgg19", "vgg19-dcbb9e9d.pth", "ImageNet VGG-19 (torchvision; perceptual loss)",
+               url="https://download.pytorch.org/models/vgg19-dcbb9e9d.pth"),
 ):
     register_weight(_spec)
 
