@@ -42,19 +42,23 @@ def add_restore_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detector-dir", help="folder holding the facexlib detector weights")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     parser.add_argument("--compile", action="store_true", help="torch.compile the networks (slow first face)")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                        help="generator precision (bfloat16: faster on recent CPUs and GPUs, float16: GPU only)")
     parser.add_argument("--offline", action="store_true", help="never download weights")
     parser.add_argument("--ext", default="auto", help="output extension (auto: same as input, png for 16-bit/alpha)")
 
 
 def build_restorer(args, model=None):
+    import torch
+
     from .restorer import FaceRestorer
 
     restorer = FaceRestorer(model, generator=args.generator, d3dfr=args.d3dfr, bfm_folder=args.bfm, device=args.device,
                             upscale=args.upscale, detector=args.detector, template=args.template,
                             use_parse=args.parse, det_threshold=args.det_threshold, min_face_size=args.min_face_size,
                             detector_rootpath=args.detector_dir, allow_download=not args.offline)
-    if args.compile:
-        restorer.model.accelerate(compile=True)
+    if args.compile or args.dtype != "float32":
+        restorer.model.accelerate(compile=args.compile, dtype=getattr(torch, args.dtype))
     return restorer
 
 
@@ -141,7 +145,7 @@ def run_demo(args) -> int:
                             no_paste_back=False, visibility=1.0, detector=args.detector, det_threshold=0.9,
                             min_face_size=0, template="sgpn", parse=False, generator=str(weights["sgpn"]),
                             d3dfr=str(weights["d3dfr"]), bfm=str(bfm), detector_dir=args.detector_dir,
-                            device=args.device, compile=False, offline=False, ext="auto")
+                            device=args.device, compile=False, dtype="float32", offline=False, ext="auto")
     return run_restore(ns)
 
 

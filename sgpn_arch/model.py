@@ -59,7 +59,6 @@ class SGPN(nn.Module):
         device = next(self.parameters()).device
         return self(lq.to(device, torch.float32), landmarks.to(device, torch.float32))
 
-
     def accelerate(self, compile: bool = False, dtype: torch.dtype | None = None) -> "SGPN":
         """Inference speed options; outputs stay equal to the plain path within float tolerance.
 

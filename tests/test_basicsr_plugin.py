@@ -176,3 +176,25 @@ def test_full_recipe_builds_every_network_at_512_and_runs_one_iteration(tmp_path
         reference = json.loads((shared_dir / "reference" / table).read_text())
         for key in ("params", "params_ema") if network == "net_g" else ("params",):
             assert {k: list(v.shape) for k, v in saved[key].items()} == reference, (network, key)
+
+
+@pytest.mark.slow
+def test_basicsr_test_scores_pairs_with_a_checkpoint(tmp_path, faces_dir, tiny_weights):
+    """`basicsr test -opt options/test_sgpn.yml` on CelebA-Test-like pairs, official-layout weights."""
+    from sgpn_arch.bench import make_pairs
+    from sgpn_arch.checkpoints import PRESETS
+
+    hq, lq = make_pairs(faces_dir / "hq_aligned", tmp_path / "pairs", seed=0)
+    opt = _load_options("test_sgpn.yml")
+    opt["datasets"]["test_1"].update(dataroot_gt=str(hq), dataroot_lq=str(lq))
+    opt["network_g"].update(PRESETS["tiny"])
+    opt["shape_prior"]["bfm_folder"] = "synthetic"
+    opt["path"].update(pretrain_network_g=str(tiny_weights["sgpn"]), pretrain_network_d3dfr=str(tiny_weights["d3dfr"]))
+    opt["val"]["metrics"] = {k: v for k, v in opt["val"]["metrics"].items() if k in ("psnr", "ssim", "niqe")}
+    run = _basicsr("test", _write_options(opt, tmp_path), cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    root = tmp_path / "results" / opt["name"]
+    log = next(root.glob("test_*.log")).read_text()
+    assert "# psnr:" in log and "# ssim:" in log and "# niqe:" in log
+    saved = sorted((root / "visualization" / "CelebA-Test").glob("*.png"))
+    assert [p.name.split("_test_")[0] for p in saved] == ["gpen_00002", "gpen_00009"]
