@@ -526,3 +526,16 @@ def test_interrupt_stops_the_run_and_offloads_the_model(comfy_env, sgpn_model, m
             sgpn_model=sgpn_model, image=torch.rand(1, 64, 64, 3), upscale=1, only_center_face=False,
             paste_back=True, visibility=1.0, det_threshold=0.9))
     assert [device for _, device in moves] == [comfy_env.mm.get_torch_device(), comfy_env.mm.unet_offload_device()]
+
+
+def test_whole_repository_cloned_into_custom_nodes_exposes_the_pack(comfy_env):
+    """Comfy Registry / ComfyUI Manager clone the repository itself: its root re-exports the pack."""
+    name = "ComfyUI-SGPN-repository"
+    (comfy_env.custom_nodes / name).symlink_to(PACK_DIR.parent, target_is_directory=True)
+    try:
+        root = load_custom_node(comfy_env.custom_nodes, name)
+        assert root.NODE_CLASS_MAPPINGS.keys() == comfy_env.pack.NODE_CLASS_MAPPINGS.keys()
+        assert root.NODE_DISPLAY_NAME_MAPPINGS == comfy_env.pack.NODE_DISPLAY_NAME_MAPPINGS
+    finally:
+        for module in [n for n in sys.modules if n == name or n.startswith(name + ".")]:
+            del sys.modules[module]
