@@ -4,7 +4,7 @@ Runs ``basicsr train`` with ``options/train_sgpn_cpu_small.yml`` (128 px, narrow
 faces in ``../shared/data/faces/``, then reads BasicSR's log and writes ``OUT/train_demo.png`` (losses
 and validation PSNR/SSIM against the iteration) and ``OUT/train_demo.md`` (the numbers).
 
-    python scripts/train_demo.py --iters 300 --out train_demo_out
+    python scripts/train_demo.py --iters 200 --out train_demo_out
 """
 
 from __future__ import annotations
@@ -54,7 +54,9 @@ def parse_log(log: Path) -> tuple[dict[str, list[tuple[int, float]]], dict[str, 
             continue
         match = VAL_METRIC.search(line)
         if match:
-            validation[match.group(1)].append((last_iter, float(match.group(2))))
+            points = validation[match.group(1)]
+            if not points or points[-1][0] != last_iter:      # BasicSR validates the last iteration twice
+                points.append((last_iter, float(match.group(2))))
     return losses, validation
 
 
@@ -82,7 +84,7 @@ def plot(losses, validation, path: Path) -> None:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--iters", type=int, default=300)
+    parser.add_argument("--iters", type=int, default=200)
     parser.add_argument("--val-freq", type=int, default=25)
     parser.add_argument("--out", type=Path, default=Path("train_demo_out"))
     parser.add_argument("--shared", type=Path, default=REPO.parent / "shared")
