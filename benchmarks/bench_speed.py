@@ -43,7 +43,7 @@ def _sgpn_model(compile: bool, dtype: torch.dtype | None):
     weights = write_random_checkpoints(folder / "weights", preset="official")
     bfm = write_synthetic_bfm(folder / "bfm", **FULL_SIZE_BFM)
     model = build_sgpn(weights["sgpn"], weights["d3dfr"], bfm, renderer_backend="torch")
-    return model.accelerate(compile=compile, dtype=dtype)
+    return model.requires_grad_(False).accelerate(compile=compile, dtype=dtype)
 
 
 def _template_landmarks(batch: int) -> torch.Tensor:
@@ -68,12 +68,13 @@ def build_subject(name: str, batch: int) -> Callable[[], torch.Tensor]:
         return lambda: model.generator(lq_g, render, coeffs)
     from sgpn_arch.peers import build_peer_network
 
-    net = build_peer_network(name).eval()
+    net = build_peer_network(name).eval().requires_grad_(False)
     return lambda: net(lq)
 
 
 def count_flops(fn: Callable[[], torch.Tensor]) -> float:
-    with FlopCounterMode(display=False) as counter:
+    """FLOPs of one call (subjects hold no gradients: the counter's module hooks expect none or real ones)."""
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
         fn()
     return counter.get_total_flops()
 
@@ -94,8 +95,8 @@ def run(subjects: list[str], batches: list[int], rounds: int, memory: bool) -> l
     rows = []
     for batch in batches:
         fns = {name: build_subject(name, batch) for name in subjects}
+        flops = {name: count_flops(fn) for name, fn in fns.items()}
         with torch.inference_mode():
-            flops = {name: count_flops(fn) for name, fn in fns.items()}
             for fn in fns.values():   # warm-up (and compilation)
                 fn()
             times: dict[str, list[float]] = {name: [] for name in fns}
