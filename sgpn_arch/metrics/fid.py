@@ -18,7 +18,6 @@ from torch import nn
 
 from ..checkpoints import CheckpointError, load_state_dict_file, load_strict
 from ..weights import WeightSpec, register_weight, resolve_weights
-from ._basicsr import basicsr_metrics
 from ._cache import cached_network
 from ._images import default_device, to_tensor
 
