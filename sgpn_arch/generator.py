@@ -76,31 +76,41 @@ class AFFBConv(StyledConv):
         return self.activate(self.noise(out, fused))
 
 
+def add_synthesis_layers(decoder: nn.Module, size: int, channels: dict[int, int], style_dim: int,
+                         conv: type[StyledConv]) -> None:
+    """Give ``decoder`` the layers of a StyleGAN2 synthesis network with concatenated features.
+
+    Adds ``input``, ``conv1``, ``to_rgb1`` and, per resolution 8 … ``size``, an upsampling and a plain
+    ``conv`` in ``convs`` and a ``ToRGB`` in ``to_rgbs``; concatenation doubles every layer's input width.
+    Shared by SGPN's AFFB decoder and GPEN's, whose checkpoints use these names.
+    """
+    decoder.input = ConstantInput(channels[4])
+    decoder.conv1 = StyledConv(channels[4], channels[4], style_dim)
+    decoder.to_rgb1 = ToRGB(2 * channels[4], style_dim, upsample=False)
+    decoder.convs = nn.ModuleList()
+    decoder.to_rgbs = nn.ModuleList()
+    in_ch = 2 * channels[4]
+    for i in range(3, int(math.log2(size)) + 1):
+        out_ch = channels[2 ** i]
+        decoder.convs.append(conv(in_ch, out_ch, style_dim, upsample=True))
+        decoder.convs.append(conv(2 * out_ch, out_ch, style_dim))
+        decoder.to_rgbs.append(ToRGB(2 * out_ch, style_dim))
+        in_ch = 2 * out_ch
+
+
 class SGPNDecoder(nn.Module):
     """StyleGAN2 synthesis network whose every layer takes encoder features (keys ``netG.*``)."""
 
     def __init__(self, size: int, channels: dict[int, int], style_dim: int, code_dim: int,
                  coeff_dim: int, n_mlp: int):
         super().__init__()
-        self.log_size = int(math.log2(size))
         mlp: list[nn.Module] = [PixelNorm()]
         in_dim = 2 * code_dim + coeff_dim
         for _ in range(n_mlp):
             mlp.append(EqualLinear(in_dim, style_dim, lr_mul=0.01, activation=True))
             in_dim = style_dim
         self.mlp = nn.Sequential(*mlp)
-        self.input = ConstantInput(channels[4])
-        self.conv1 = StyledConv(channels[4], channels[4], style_dim)
-        self.to_rgb1 = ToRGB(2 * channels[4], style_dim, upsample=False)
-        self.convs = nn.ModuleList()
-        self.to_rgbs = nn.ModuleList()
-        in_ch = 2 * channels[4]
-        for i in range(3, self.log_size + 1):
-            out_ch = channels[2 ** i]
-            self.convs.append(AFFBConv(in_ch, out_ch, style_dim, upsample=True))
-            self.convs.append(AFFBConv(2 * out_ch, out_ch, style_dim))
-            self.to_rgbs.append(ToRGB(2 * out_ch, style_dim))
-            in_ch = 2 * out_ch
+        add_synthesis_layers(self, size, channels, style_dim, AFFBConv)
 
     def forward(self, latent: torch.Tensor, features_lq: dict[int, torch.Tensor],
                 features_3d: dict[int, torch.Tensor]) -> torch.Tensor:

@@ -28,15 +28,14 @@ returns the image (RGB in [-1, 1], not clamped) and :meth:`GPENGenerator.encode`
 
 from __future__ import annotations
 
-import math
 import os
 
 import torch
 from torch import nn
 
 from .checkpoints import load_state_dict_file, load_strict
-from .generator import SGPNEncoder, StyledConv
-from .stylegan2_ops import ConstantInput, EqualLinear, PixelNorm, ToRGB, stylegan2_channels
+from .generator import SGPNEncoder, StyledConv, add_synthesis_layers
+from .stylegan2_ops import EqualLinear, PixelNorm, stylegan2_channels
 
 
 class GPENDecoder(nn.Module):
@@ -46,18 +45,7 @@ class GPENDecoder(nn.Module):
         super().__init__()
         self.style = nn.Sequential(PixelNorm(), *[EqualLinear(style_dim, style_dim, lr_mul=lr_mlp, activation=True)
                                                   for _ in range(n_mlp)])
-        self.input = ConstantInput(channels[4])
-        self.conv1 = StyledConv(channels[4], channels[4], style_dim)
-        self.to_rgb1 = ToRGB(2 * channels[4], style_dim, upsample=False)
-        self.convs = nn.ModuleList()
-        self.to_rgbs = nn.ModuleList()
-        in_ch = 2 * channels[4]
-        for i in range(3, int(math.log2(size)) + 1):
-            out_ch = channels[2 ** i]
-            self.convs.append(StyledConv(in_ch, out_ch, style_dim, upsample=True))
-            self.convs.append(StyledConv(2 * out_ch, out_ch, style_dim))
-            self.to_rgbs.append(ToRGB(2 * out_ch, style_dim))
-            in_ch = 2 * out_ch
+        add_synthesis_layers(self, size, channels, style_dim, StyledConv)
 
     def forward(self, w: torch.Tensor, features: dict[int, torch.Tensor]) -> torch.Tensor:
         out = self.conv1(self.input(w.shape[0]), w, features[4])
