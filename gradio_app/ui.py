@@ -13,7 +13,7 @@ from sgpn_arch.image_io import read_image
 from sgpn_arch.restorer import NoFaceError, RestoreResult
 
 from .config import DemoConfig
-from .examples import find_example_images
+from sgpn_arch.examples import find_example_images
 from .images import OversizeError, ResultStore, fit_to_limits, resize_like, to_display
 from .models import ModelUnavailableError, RestorerFactory, RestorerPool, default_restorer_factory
 

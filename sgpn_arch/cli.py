@@ -175,17 +175,12 @@ def run_bench(args) -> int:
 
 
 def _bundled_portraits(folder: Path) -> Path | None:
-    """Copy the public-domain portraits shipped in matplotlib / scikit-image into ``folder``."""
-    import importlib.util
+    """Copy the public-domain portraits shipped in installed packages into ``folder`` (None: none found)."""
     import shutil
 
-    found = []
-    for package, relative in (("matplotlib", "mpl-data/sample_data/grace_hopper.jpg"), ("skimage", "data/astronaut.png")):
-        spec = importlib.util.find_spec(package)
-        if spec and spec.submodule_search_locations:
-            candidate = Path(list(spec.submodule_search_locations)[0]) / relative
-            if candidate.is_file():
-                found.append(candidate)
+    from .examples import find_example_images
+
+    found = find_example_images()
     if not found:
         return None
     folder.mkdir(parents=True, exist_ok=True)

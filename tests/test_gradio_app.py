@@ -16,7 +16,7 @@ from gradio_client import Client, handle_file
 from gradio_client.exceptions import AppError
 
 from gradio_app import DemoConfig, build_demo
-from gradio_app.examples import find_example_images
+from sgpn_arch.examples import find_example_images
 from gradio_app.images import OversizeError, fit_to_limits
 from sgpn_arch.restorer import FaceRestorer
 

@@ -1,4 +1,4 @@
-"""Example portraits: public-domain photos that ship inside installed packages, found at run time."""
+"""Example portraits: public-domain photos that ship inside installed packages, found at run time (demo, web app)."""
 
 from __future__ import annotations
 
