@@ -25,7 +25,7 @@ import torch
 from .align import get_template
 from .checkpoints import CheckpointError
 from .degradation import BlindDegradation
-from .image_io import read_image, to_bgr_uint8, write_image
+from .image_io import list_images, read_image, to_bgr_uint8, write_image
 from .weights import WeightsError
 
 logger = logging.getLogger(__name__)
@@ -35,18 +35,9 @@ METHODS = ("sgpn", "gfpgan", "gpen", "codeformer")
 METRICS = ("psnr", "ssim", "lpips", "deg", "lmd", "niqe", "fid")
 FULL_REFERENCE = {"psnr", "ssim", "lpips", "deg", "lmd"}
 LOWER_IS_BETTER = {"lpips", "deg", "lmd", "niqe", "fid"}
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 Restore = Callable[[torch.Tensor], torch.Tensor]
 """Aligned faces ``[B,3,512,512]`` RGB in [-1, 1] → restored faces, same layout."""
-
-
-def image_files(folder: str | os.PathLike) -> list[Path]:
-    """Image files of ``folder``, sorted by name."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"folder {folder} does not exist")
-    return sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_EXTS and not p.name.startswith("."))
 
 
 def read_face(path: Path, size: int = SIZE) -> np.ndarray:
@@ -67,7 +58,7 @@ def make_pairs(hq_dir: str | os.PathLike, out_dir: str | os.PathLike, seed: int 
     """
     degradation = degradation or BlindDegradation()
     out_dir = Path(out_dir)
-    files = image_files(hq_dir)[:limit]
+    files = list_images(hq_dir)[:limit]
     if not files:
         raise FileNotFoundError(f"no images in {hq_dir}")
     for index, path in enumerate(files):
@@ -176,37 +167,63 @@ def restore_folder(restore: Restore, files: list[Path], out_dir: Path, device: t
     return outputs, statistics.median(seconds), peak.mib
 
 
-def score(metric: str, outputs: list[Path], gt_dir: Path | None, metric_weights: dict, device: torch.device) -> float:
-    """Mean of ``metric`` over the restored faces (FID: the set's distance to the FFHQ statistics)."""
+def face_metric(metric: str, restored: np.ndarray, gt: np.ndarray | None, metric_weights: dict,
+                device: torch.device) -> float:
+    """One face's value of a per-face metric (``gt`` may be ``None`` for NIQE)."""
     from . import metrics
 
-    if metric == "fid":
-        if len(outputs) < 2:
-            raise ValueError("FID needs at least 2 faces")
-        return metrics.calculate_fid_ffhq([read_face(p) for p in outputs], stats=metric_weights.get("fid_stats"),
-                                          weights=metric_weights.get("fid"), device=device)
     if metric == "niqe":
-        return float(np.mean([metrics.calculate_niqe(read_face(p)) for p in outputs]))
-    values = []
+        return metrics.calculate_niqe(restored)
+    if metric == "psnr":
+        return metrics.calculate_psnr(restored, gt)
+    if metric == "ssim":
+        return metrics.calculate_ssim(restored, gt)
+    if metric == "lpips":
+        return metrics.calculate_lpips(restored, gt, weights=metric_weights.get("lpips"),
+                                       backbone_weights=metric_weights.get("vgg16"), device=device)
+    if metric == "deg":
+        return metrics.calculate_identity_deg(restored, gt, weights=metric_weights.get("arcface"), device=device)
+    if metric == "lmd":
+        return metrics.calculate_lmd(restored, gt, weights=metric_weights.get("fan"), device=device)
+    raise ValueError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
+
+
+def score(outputs: list[Path], gt_dir: Path | None, metrics: tuple[str, ...], metric_weights: dict,
+          device: torch.device, unavailable: dict[str, str]) -> dict[str, float]:
+    """Every metric of the restored faces (means; FID: the set against the FFHQ statistics).
+
+    Each face and its ground truth are read once for all per-face metrics. A metric that cannot be
+    computed (missing weights, too few faces) is left out and recorded in ``unavailable`` with the reason.
+    """
+    from .metrics import calculate_fid_ffhq
+
+    def give_up(metric: str, error: Exception) -> None:
+        unavailable[metric] = str(error)
+        logger.warning("metric %s not computed: %s", metric, error)
+
+    values: dict[str, list[float]] = {m: [] for m in metrics if m != "fid" and m not in unavailable}
     for path in outputs:
-        restored, gt = read_face(path), read_face(gt_dir / path.name) if (gt_dir / path.name).is_file() else None
-        if gt is None:
-            raise FileNotFoundError(f"no ground truth {gt_dir / path.name} for {path.name}")
-        if metric == "psnr":
-            values.append(metrics.calculate_psnr(restored, gt))
-        elif metric == "ssim":
-            values.append(metrics.calculate_ssim(restored, gt))
-        elif metric == "lpips":
-            values.append(metrics.calculate_lpips(restored, gt, weights=metric_weights.get("lpips"),
-                                                  backbone_weights=metric_weights.get("vgg16"), device=device))
-        elif metric == "deg":
-            values.append(metrics.calculate_identity_deg(restored, gt, weights=metric_weights.get("arcface"),
-                                                         device=device))
-        elif metric == "lmd":
-            values.append(metrics.calculate_lmd(restored, gt, weights=metric_weights.get("fan"), device=device))
-        else:
-            raise ValueError(f"unknown metric {metric!r}; choose from {', '.join(METRICS)}")
-    return float(np.mean(values))
+        restored, gt = read_face(path), None
+        if FULL_REFERENCE & values.keys():
+            if not (gt_dir / path.name).is_file():
+                raise FileNotFoundError(f"no ground truth {gt_dir / path.name} for {path.name}")
+            gt = read_face(gt_dir / path.name)
+        for metric in list(values):
+            try:
+                values[metric].append(face_metric(metric, restored, gt, metric_weights, device))
+            except (WeightsError, CheckpointError, ValueError) as error:
+                give_up(metric, error)
+                del values[metric]
+    scores = {metric: float(np.mean(faces)) for metric, faces in values.items()}
+    if "fid" in metrics and "fid" not in unavailable:
+        try:
+            if len(outputs) < 2:
+                raise ValueError("FID needs at least 2 faces")
+            scores["fid"] = calculate_fid_ffhq([read_face(p) for p in outputs], stats=metric_weights.get("fid_stats"),
+                                               weights=metric_weights.get("fid"), device=device)
+        except (WeightsError, CheckpointError, ValueError) as error:
+            give_up("fid", error)
+    return scores
 
 
 def run_bench(lq_dir: str | os.PathLike, out_dir: str | os.PathLike, gt_dir: str | os.PathLike | None = None,
@@ -223,7 +240,7 @@ def run_bench(lq_dir: str | os.PathLike, out_dir: str | os.PathLike, gt_dir: str
     sources, metric_weights, device = sources or MethodSources(), metric_weights or {}, torch.device(device)
     out_dir, gt_dir = Path(out_dir), Path(gt_dir) if gt_dir else None
     metrics = tuple(m for m in metrics if gt_dir is not None or m not in FULL_REFERENCE)
-    files = image_files(lq_dir)
+    files = list_images(lq_dir)
     if not files:
         raise FileNotFoundError(f"no images in {lq_dir}")
     rows, unavailable = [], {}
@@ -239,14 +256,7 @@ def run_bench(lq_dir: str | os.PathLike, out_dir: str | os.PathLike, gt_dir: str
         outputs, row["ms_per_face"], row["peak_mib"] = restore_folder(restore, files, out_dir / method, device)
         row["ms_per_face"] *= 1000
         del restore
-        for metric in metrics:
-            if metric in unavailable:
-                continue
-            try:
-                row[metric] = score(metric, outputs, gt_dir, metric_weights, device)
-            except (WeightsError, CheckpointError, ValueError) as error:
-                unavailable[metric] = str(error)
-                logger.warning("metric %s not computed: %s", metric, error)
+        row.update(score(outputs, gt_dir, metrics, metric_weights, device, unavailable))
     write_table(rows, metrics, unavailable, out_dir)
     return rows
 

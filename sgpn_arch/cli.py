@@ -12,8 +12,6 @@ import numpy as np
 
 logger = logging.getLogger("sgpn")
 
-IMAGE_EXTS = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
-
 
 def _inputs(path: Path) -> list[Path]:
     if path.is_dir():

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from ..checkpoints import CheckpointError, load_state_dict_file, load_strict
+from ..image_io import list_images
 from ..weights import WeightSpec, register_weight, resolve_weights
 from ._cache import cached_network
 from ._images import default_device, to_tensor
@@ -28,8 +29,6 @@ register_weight(WeightSpec("inception_fid", "pt_inception-2015-12-05-6726825d.pt
 register_weight(WeightSpec("fid_stats_ffhq512", "inception_FFHQ_512.pth",
                            "FFHQ-512 Inception statistics (BasicSR inception_FFHQ_512-f7b384ab.pth, "
                            "from BasicSR's metrics data on Google Drive)"))
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 
 
 class FIDInception(nn.Module):
@@ -90,7 +89,7 @@ def load_fid_stats(stats: str | os.PathLike | None = None, allow_download: bool 
 def _read_folder(folder: Path) -> list[np.ndarray]:
     import cv2
 
-    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    files = list_images(folder)
     if not files:
         raise ValueError(f"no images in {folder}")
     return [cv2.imread(str(p), cv2.IMREAD_COLOR) for p in files]
