@@ -3,7 +3,8 @@
 All subjects run in one process, interleaved round by round, on the same random 512 input, with random
 weights (speed does not depend on the values). Reported: median ms per call, ratio to GFPGAN v1.4's
 generator measured in the same run, GFLOP/s achieved (FLOPs from ``torch.utils.flop_counter``) and
-peak resident memory of a fresh process that builds the subject and runs it twice.
+peak resident memory of a fresh process that builds the subject and runs it twice. ``--keep-memory`` makes
+the process keep freed memory (``sgpn_arch.cpu_memory``, as ``sgpn restore --keep-memory``) for every subject.
 
     python benchmarks/bench_speed.py --rounds 7 --batch 1 4 --out benchmarks/RESULTS.md
 """
@@ -29,6 +30,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import basicsr_plugin.compat  # noqa: E402,F401  (gfpgan imports basicsr)
+from sgpn_arch.cpu_memory import keep_freed_memory  # noqa: E402
 
 SIZE = 512
 FULL_SIZE_BFM = {"grid": 214}   # 35.6k vertices / 70.4k triangles, like the real BFM09 front face
@@ -79,10 +81,11 @@ def count_flops(fn: Callable[[], torch.Tensor]) -> float:
     return counter.get_total_flops()
 
 
-def peak_rss_mib(name: str, batch: int) -> float:
+def peak_rss_mib(name: str, batch: int, keep_memory: bool) -> float:
     """VmHWM of a fresh process that builds ``name`` and runs it twice."""
     code = (f"import sys; sys.argv=['x']; sys.path.insert(0, {str(REPO)!r});"
             f"import torch; torch.set_num_threads({torch.get_num_threads()});"
+            f"from sgpn_arch.cpu_memory import keep_freed_memory; {keep_memory} and keep_freed_memory();"
             f"from benchmarks.bench_speed import build_subject;"
             f"fn = build_subject({name!r}, {batch});"
             "ctx = torch.inference_mode(); ctx.__enter__(); fn(); fn();"
@@ -91,7 +94,7 @@ def peak_rss_mib(name: str, batch: int) -> float:
     return int(out.stdout.strip().splitlines()[-1]) / 1024
 
 
-def run(subjects: list[str], batches: list[int], rounds: int, memory: bool) -> list[dict]:
+def run(subjects: list[str], batches: list[int], rounds: int, memory: bool, keep_memory: bool) -> list[dict]:
     rows = []
     for batch in batches:
         fns = {name: build_subject(name, batch) for name in subjects}
@@ -112,14 +115,14 @@ def run(subjects: list[str], batches: list[int], rounds: int, memory: bool) -> l
                              min_ms=min(times[name]) * 1000, max_ms=max(times[name]) * 1000,
                              ratio_to_gfpgan=med / base if base else None,
                              gflops=flops[name] / 1e9, gflop_per_s=flops[name] / 1e9 / med,
-                             peak_rss_mib=peak_rss_mib(name, batch) if memory else None))
+                             peak_rss_mib=peak_rss_mib(name, batch, keep_memory) if memory else None))
     return rows
 
 
-def to_markdown(rows: list[dict], command: str) -> str:
+def to_markdown(rows: list[dict], command: str, allocator: str) -> str:
     lines = [f"Command: `{command}`", "",
              f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-             f"torch {torch.__version__}, {torch.get_num_threads()} threads", "",
+             f"torch {torch.__version__}, {torch.get_num_threads()} threads; allocator: {allocator}", "",
              "| subject | batch | median ms | per face ms | min–max ms | ratio to GFPGAN | GFLOPs | GFLOP/s | peak RSS MiB |",
              "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
     for r in rows:
@@ -140,12 +143,16 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--no-memory", action="store_true", help="skip the per-subject peak-memory processes")
+    parser.add_argument("--keep-memory", action="store_true",
+                        help="keep freed memory in the process, as `sgpn restore --keep-memory` (applies to every subject)")
     parser.add_argument("--out", type=Path, help="write the Markdown table here")
     parser.add_argument("--json", type=Path, help="write raw rows as JSON here")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    rows = run(args.subjects, args.batch, args.rounds, memory=not args.no_memory)
-    table = to_markdown(rows, "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:]))
+    keep_memory = args.keep_memory and keep_freed_memory()
+    rows = run(args.subjects, args.batch, args.rounds, memory=not args.no_memory, keep_memory=keep_memory)
+    allocator = "freed memory kept (--keep-memory)" if keep_memory else "glibc default"
+    table = to_markdown(rows, "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:]), allocator)
     sys.stdout.write(table)
     if args.out:
         args.out.write_text(table)

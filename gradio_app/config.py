@@ -52,6 +52,7 @@ class DemoConfig:
     d3dfr: str | None = None
     bfm_dir: str | None = None
     allow_download: bool = True
+    keep_memory: bool = True
 
     def __post_init__(self):
         if self.oversize not in OVERSIZE_POLICIES:
@@ -81,4 +82,5 @@ class DemoConfig:
             device=_env_str("SGPN_DEVICE", cls.device),
             detector=_env_str("SGPN_DETECTOR", cls.detector),
             allow_download=_env_str("HF_HUB_OFFLINE", "0").lower() not in ("1", "true", "yes", "on"),
+            keep_memory=_env_str("SGPN_KEEP_MEMORY", "1").lower() in ("1", "true", "yes", "on"),
         )

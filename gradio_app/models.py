@@ -8,6 +8,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from sgpn_arch.bfm import BFMError
+from sgpn_arch.cpu_memory import keep_freed_memory
 from sgpn_arch.restorer import FaceRestorer
 from sgpn_arch.weights import WeightsError
 
@@ -56,6 +57,8 @@ def default_restorer_factory(config: DemoConfig) -> RestorerFactory:
             return FaceRestorer(loaded[0].model, **options)
         loaded.append(FaceRestorer(generator=config.generator, d3dfr=config.d3dfr, bfm_folder=config.bfm_dir,
                                    **options))
+        if config.keep_memory and loaded[0].device.type == "cpu":   # a dedicated server process
+            keep_freed_memory()
         return loaded[0]
 
     return factory

@@ -42,6 +42,8 @@ def add_restore_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action="store_true", help="torch.compile the networks (slow first face)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                         help="generator precision (bfloat16: faster on recent CPUs and GPUs, float16: GPU only)")
+    parser.add_argument("--keep-memory", action="store_true",
+                        help="on CPU, keep freed memory for the next face (about 25%% faster, higher peak memory)")
     parser.add_argument("--offline", action="store_true", help="never download weights")
     parser.add_argument("--ext", default="auto", help="output extension (auto: same as input, png for 16-bit/alpha)")
 
@@ -49,6 +51,7 @@ def add_restore_arguments(parser: argparse.ArgumentParser) -> None:
 def build_restorer(args, model=None):
     import torch
 
+    from .cpu_memory import keep_freed_memory
     from .restorer import FaceRestorer
 
     restorer = FaceRestorer(model, generator=args.generator, d3dfr=args.d3dfr, bfm_folder=args.bfm, device=args.device,
@@ -57,6 +60,8 @@ def build_restorer(args, model=None):
                             detector_rootpath=args.detector_dir, allow_download=not args.offline)
     if args.compile or args.dtype != "float32":
         restorer.model.accelerate(compile=args.compile, dtype=getattr(torch, args.dtype))
+    if args.keep_memory and restorer.device.type == "cpu":
+        keep_freed_memory()
     return restorer
 
 
@@ -143,7 +148,8 @@ def run_demo(args) -> int:
                             no_paste_back=False, visibility=1.0, detector=args.detector, det_threshold=0.9,
                             min_face_size=0, template="sgpn", parse=False, generator=str(weights["sgpn"]),
                             d3dfr=str(weights["d3dfr"]), bfm=str(bfm), detector_dir=args.detector_dir,
-                            device=args.device, compile=False, dtype="float32", offline=False, ext="auto")
+                            device=args.device, compile=False, dtype="float32", keep_memory=False, offline=False,
+                            ext="auto")
     return run_restore(ns)
 
 

@@ -59,16 +59,19 @@ class FaceRestorer:
                  device: str | torch.device = "auto", upscale: int = 2, detector: str = "retinaface_resnet50",
                  template="sgpn", use_parse: bool = False, det_threshold: float = 0.9, min_face_size: int = 0,
                  bg_upsampler: Callable[[np.ndarray], np.ndarray] | None = None,
-                 detector_rootpath: str | os.PathLike | None = None, allow_download: bool = True, batch_size: int = 4):
+                 detector_rootpath: str | os.PathLike | None = None, allow_download: bool = True,
+                 batch_size: int | None = None):
         if not (isinstance(upscale, int) and 1 <= upscale <= 8):
             raise ValueError(f"upscale must be an integer from 1 to 8, got {upscale!r}")
         if not 0 < det_threshold < 1:
             raise ValueError(f"det_threshold must be between 0 and 1, got {det_threshold}")
         if detector not in DETECTORS:
             raise ValueError(f"unknown detector {detector!r}; choose one of {DETECTORS}")
-        if batch_size < 1 or min_face_size < 0:
+        if (batch_size is not None and batch_size < 1) or min_face_size < 0:
             raise ValueError("batch_size must be >= 1 and min_face_size >= 0")
         self.device = pick_device(device)
+        if batch_size is None:   # faces per forward: batching pays on GPUs, not on CPU cores (benchmarks/RESULTS.md)
+            batch_size = 1 if self.device.type == "cpu" else 4
         if model is None:
             model = build_sgpn(resolve_weights("sgpn", generator, allow_download),
                                resolve_weights("d3dfr", d3dfr, allow_download), resolve_bfm_folder(bfm_folder))

@@ -52,12 +52,19 @@ def test_folder_with_bad_files_restores_the_good_one_and_fails(mixed_folder, tmp
     assert not [p for p in written if p.suffix == ".part" or "corrupt" in p.name or "wall" in p.name]
 
 
-def test_aligned_crops_and_setup_errors(tmp_path, faces_dir, tiny_weights, bfm_dir, retinaface_dir, capsys):
+def test_aligned_crops_and_setup_errors(tmp_path, faces_dir, tiny_weights, bfm_dir, retinaface_dir, capsys,
+                                        monkeypatch):
+    kept = []
+    monkeypatch.setattr("sgpn_arch.cpu_memory.keep_freed_memory", lambda: kept.append(True))
     crop = sorted((faces_dir / "real_lq_cropped").iterdir())[0]
     out = tmp_path / "out"
     code = main(_restore_args(tiny_weights, bfm_dir, retinaface_dir, "-i", str(crop), "-o", str(out), "--aligned"))
     assert code == 0
     assert cv2.imread(str(out / "restored_faces" / f"{crop.stem}_00.png")).shape == (512, 512, 3)
+    assert kept == []   # the allocator is left alone unless asked ...
+    code = main(_restore_args(tiny_weights, bfm_dir, retinaface_dir, "-i", str(crop), "-o", str(tmp_path / "out1"),
+                              "--aligned", "--keep-memory"))
+    assert code == 0 and kept == [True]   # ... to keep freed memory for the next face
 
     # a missing BFM folder is a set-up error: one line, exit code 2, nothing written
     out2 = tmp_path / "out2"

@@ -103,8 +103,10 @@ def test_config_from_environment(monkeypatch):
     monkeypatch.setenv("SGPN_OVERSIZE", "refuse")
     monkeypatch.setenv("SGPN_CONCURRENCY", "3")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("SGPN_KEEP_MEMORY", "0")
     config = DemoConfig.from_env()
     assert (config.max_side, config.oversize, config.concurrency, config.allow_download) == (1000, "refuse", 3, False)
+    assert config.keep_memory is False and DemoConfig().keep_memory is True
     monkeypatch.setenv("SGPN_OVERSIZE", "crop")
     with pytest.raises(ValueError, match="SGPN_OVERSIZE"):
         DemoConfig.from_env()

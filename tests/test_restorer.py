@@ -39,6 +39,17 @@ def test_whole_photo_paste_back(restorer, faces_dir):
     assert not np.array_equal(result.restored_image[~far], image[~far])      # faces were replaced
 
 
+def test_faces_one_per_forward_on_cpu_and_batched_alike(restorer, retinaface_dir, faces_dir):
+    assert restorer.batch_size == 1   # batching is slower per face on CPU cores (benchmarks/RESULTS.md)
+    batched = FaceRestorer(restorer.model, device="cpu", upscale=1, detector="retinaface_mobile0.25",
+                           detector_rootpath=retinaface_dir, batch_size=3)
+    image = read_image(faces_dir / "real_lq_whole" / "sgpn_0525.jpg")
+    one, three = restorer.restore(image), batched.restore(image)
+    assert len(one.restored_faces) == len(three.restored_faces) == 3
+    for a, b in zip(one.restored_faces, three.restored_faces):
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
+
+
 def test_upscale_and_alpha_survive(tiny_sgpn, retinaface_dir, faces_dir):
     restorer = FaceRestorer(tiny_sgpn, device="cpu", upscale=2, detector="retinaface_mobile0.25",
                             detector_rootpath=retinaface_dir)

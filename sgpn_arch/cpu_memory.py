@@ -1,0 +1,40 @@
+"""Keep freed CPU memory in the process, so repeated restores do not page-fault their activations in again.
+
+glibc's ``malloc`` gives every block above its mmap threshold (128 KiB … 32 MiB) its own mapping and
+unmaps it on ``free``. A 512 restore allocates about 2.3 GiB of such short-lived activations, so every
+face takes ~600,000 page faults, each zero-filling 4 KiB: about a quarter of a CPU restore's time on the
+2-core machine (see ``benchmarks/RESULTS.md``). Serving large blocks from the heap and never trimming it
+removes those faults; the process then holds its peak memory until it exits, which suits a command-line
+batch or a dedicated demo server but not a host process shared with other models (ComfyUI), so nothing
+calls this on import.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import sys
+
+logger = logging.getLogger(__name__)
+
+# mallopt parameters from glibc's <malloc.h>
+M_TRIM_THRESHOLD = -1
+M_MMAP_MAX = -4
+# largest value mallopt accepts (an int): free memory at the top of the heap beyond this is returned
+TRIM_THRESHOLD_MAX = 2 ** 31 - 1
+
+
+def keep_freed_memory() -> bool:
+    """Make glibc serve large allocations from the heap and keep freed memory (process-wide).
+
+    Returns ``True`` when applied; ``False`` (and changes nothing) outside Linux/glibc.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    libc = ctypes.CDLL(None)
+    if not hasattr(libc, "gnu_get_libc_version") or not hasattr(libc, "mallopt"):
+        return False   # musl and other C libraries: their mallopt does not take these parameters
+    applied = libc.mallopt(M_MMAP_MAX, 0) == 1 and libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_MAX) == 1
+    if applied:
+        logger.debug("glibc malloc: large blocks from the heap, freed memory kept")
+    return applied
