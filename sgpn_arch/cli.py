@@ -41,7 +41,7 @@ def add_restore_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     parser.add_argument("--compile", action="store_true", help="torch.compile the networks (slow first face)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
-                        help="generator precision (bfloat16: faster on recent CPUs and GPUs, float16: GPU only)")
+                        help="generator precision (bfloat16: faster on GPUs and on CPUs with fast BF16, float16: GPU only)")
     parser.add_argument("--keep-memory", action="store_true",
                         help="on CPU, keep freed memory for the next face (about 25%% faster, higher peak memory)")
     parser.add_argument("--offline", action="store_true", help="never download weights")

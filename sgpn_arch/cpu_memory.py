@@ -3,10 +3,11 @@
 glibc's ``malloc`` gives every block above its mmap threshold (128 KiB … 32 MiB) its own mapping and
 unmaps it on ``free``. A 512 restore allocates about 2.3 GiB of such short-lived activations, so every
 face takes ~600,000 page faults, each zero-filling 4 KiB: about a quarter of a CPU restore's time on the
-2-core machine (see ``benchmarks/RESULTS.md``). Serving large blocks from the heap and never trimming it
-removes those faults; the process then holds its peak memory until it exits, which suits a command-line
-batch or a dedicated demo server but not a host process shared with other models (ComfyUI), so nothing
-calls this on import.
+2-core machine (see ``benchmarks/RESULTS.md``). Serving large blocks from the heap and (almost) never
+trimming it removes those faults, at a price: the heap fragments, so the peak grows (a compiled restore
+2.56 GiB instead of 2.20 GiB) and the process holds it until it exits. That suits a command-line batch or a
+dedicated demo server, not a host process shared with other models (ComfyUI): it is opt-in
+(``sgpn restore --keep-memory``, on by default only in the Gradio app) and nothing calls it on import.
 """
 
 from __future__ import annotations
