@@ -15,8 +15,8 @@ from sgpn_arch.cpu_memory import keep_freed_memory
 if sys.argv[1] == "keep":
     assert keep_freed_memory()
 torch.manual_seed(0)
-x = torch.randn(1, 16, 512, 512)                  # 16 MiB activations, far above glibc's mmap threshold
-conv = torch.nn.Conv2d(16, 16, 3, padding=1)
+x = torch.randn(1, 12, 1024, 1024)   # 48 MiB activations: above glibc's mmap threshold even at its 32 MiB maximum
+conv = torch.nn.Conv2d(12, 12, 3, padding=1)
 faults = []
 with torch.inference_mode():
     for _ in range(6):
@@ -27,7 +27,7 @@ with torch.inference_mode():
         faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
 print(*faults[2:])                                 # steady state, after the heap has grown
 """
-PAGES_PER_ACTIVATION = 16 * 2 ** 20 // 4096
+PAGES_PER_ACTIVATION = 48 * 2 ** 20 // 4096
 
 
 def _faults(mode: str) -> list[int]:
