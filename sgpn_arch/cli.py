@@ -43,7 +43,7 @@ def add_restore_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                         help="generator precision (bfloat16: faster on GPUs and on CPUs with fast BF16, float16: GPU only)")
     parser.add_argument("--keep-memory", action="store_true",
-                        help="on CPU, keep freed memory for the next face (about 25%% faster, higher peak memory)")
+                        help="on CPU, keep freed memory for the next face (25-45%% less time per face, higher peak memory)")
     parser.add_argument("--offline", action="store_true", help="never download weights")
     parser.add_argument("--ext", default="auto", help="output extension (auto: same as input, png for 16-bit/alpha)")
 
