@@ -26,6 +26,11 @@ def _env_str(name: str, default: str | None = None) -> str | None:
     return raw or default
 
 
+def _env_flag(name: str, default: bool) -> bool:
+    """``1``/``true``/``yes``/``on`` (any case) is set; any other value is unset."""
+    return _env_str(name, "1" if default else "0").lower() in ("1", "true", "yes", "on")
+
+
 @dataclass(frozen=True)
 class DemoConfig:
     """Everything the demo can be told from outside.
@@ -81,6 +86,6 @@ class DemoConfig:
             max_file_size=_env_str("SGPN_MAX_FILE_SIZE", cls.max_file_size),
             device=_env_str("SGPN_DEVICE", cls.device),
             detector=_env_str("SGPN_DETECTOR", cls.detector),
-            allow_download=_env_str("HF_HUB_OFFLINE", "0").lower() not in ("1", "true", "yes", "on"),
-            keep_memory=_env_str("SGPN_KEEP_MEMORY", "1").lower() in ("1", "true", "yes", "on"),
+            allow_download=not _env_flag("HF_HUB_OFFLINE", False),
+            keep_memory=_env_flag("SGPN_KEEP_MEMORY", True),
         )
