@@ -19,6 +19,7 @@ from .weights import resolve_bfm_folder, resolve_weights, stage_for_facexlib
 logger = logging.getLogger(__name__)
 
 DETECTORS = ("retinaface_resnet50", "retinaface_mobile0.25")
+FIDELITY_MODES = ("default", "official")
 BORDER_GREY = (135 / 255, 133 / 255, 132 / 255)
 # ParseNet classes kept in the paste-back mask (skin, brows, eyes, ears, nose, mouth, lips; no hair/neck/cloth)
 PARSE_FACE_CLASSES = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 15)
@@ -53,14 +54,24 @@ def pick_device(device: str | torch.device = "auto") -> torch.device:
 
 
 class FaceRestorer:
-    """Load once, restore many. ``model`` is used as given; otherwise weights come from the zoo."""
+    """Load once, restore many. ``model`` is used as given; otherwise weights come from the zoo.
+
+    ``fidelity``: ``"default"`` (this project's crop and paste-back) or ``"official"`` (the official SGPN
+    demo's pre- and post-processing, pixel for pixel; README "Fidelity to the official demo").
+    """
 
     def __init__(self, model: SGPN | None = None, *, generator=None, d3dfr=None, bfm_folder=None,
                  device: str | torch.device = "auto", upscale: int = 2, detector: str = "retinaface_resnet50",
                  template="sgpn", use_parse: bool = False, det_threshold: float = 0.9, min_face_size: int = 0,
                  bg_upsampler: Callable[[np.ndarray], np.ndarray] | None = None,
                  detector_rootpath: str | os.PathLike | None = None, allow_download: bool = True,
-                 batch_size: int | None = None):
+                 batch_size: int | None = None, fidelity: str = "default"):
+        if fidelity not in FIDELITY_MODES:
+            raise ValueError(f"unknown fidelity {fidelity!r}; choose one of {FIDELITY_MODES} ('official' reproduces "
+                             "the official SGPN demo's crop, rounding and paste-back)")
+        if fidelity == "official" and use_parse:
+            raise ValueError("fidelity='official' pastes with the official demo's rectangle mask; "
+                             "turn face parsing (use_parse / --parse) off")
         if not (isinstance(upscale, int) and 1 <= upscale <= 8):
             raise ValueError(f"upscale must be an integer from 1 to 8, got {upscale!r}")
         if not 0 < det_threshold < 1:
@@ -79,7 +90,7 @@ class FaceRestorer:
         self.size = model.size
         self.template = get_template(template, self.size)
         self.upscale, self.det_threshold, self.min_face_size = upscale, det_threshold, min_face_size
-        self.bg_upsampler, self.batch_size = bg_upsampler, batch_size
+        self.bg_upsampler, self.batch_size, self.fidelity = bg_upsampler, batch_size, fidelity
 
         from facexlib.detection import init_detection_model
 
@@ -155,6 +166,8 @@ class FaceRestorer:
         """
         if not 0 <= visibility <= 1:
             raise ValueError(f"visibility must be between 0 and 1, got {visibility}")
+        if self.fidelity == "official":
+            raise NotImplementedError("fidelity='official' is being built (issue 17); use fidelity='default'")
         if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or min(image.shape[:2]) < 2:
             raise ValueError("expected an image array of shape H×W, H×W×3 or H×W×4")
         colour, alpha = split_alpha(image)

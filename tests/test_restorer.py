@@ -116,3 +116,12 @@ def test_aligned_crop_mode(restorer, faces_dir):
     result = restorer.restore(crop, aligned=True)
     assert len(result.restored_faces) == 1 and result.restored_faces[0].shape == (512, 512, 3)
     assert result.restored_image.shape == crop.shape
+
+
+def test_fidelity_is_validated(tiny_sgpn, retinaface_dir):
+    kwargs = dict(device="cpu", detector="retinaface_mobile0.25", detector_rootpath=retinaface_dir)
+    with pytest.raises(ValueError, match="unknown fidelity 'exact'.*'default', 'official'"):
+        FaceRestorer(tiny_sgpn, fidelity="exact", **kwargs)
+    with pytest.raises(ValueError, match="face parsing"):
+        FaceRestorer(tiny_sgpn, fidelity="official", use_parse=True, **kwargs)
+    assert FaceRestorer(tiny_sgpn, **kwargs).fidelity == "default"
