@@ -21,10 +21,11 @@ from .renderer import project
 
 MODEL_FILE = "BFM09_model_info.mat"
 LANDMARK_FILE = "similarity_Lm3D_all.mat"
-GET_BFM = ("The Basel Face Model cannot be redistributed: register at https://faces.dmi.unibas.ch/bfm/ for "
-           "01_MorphableModel.mat, convert it with the BFM09 converter of 3DMM-Fitting-Pytorch / "
-           "Deep3DFaceRecon_pytorch (Exp_Pca.bin, std_exp.txt, facemodel_info.mat, BFM_front_idx.mat), and "
-           "pass the folder holding BFM09_model_info.mat and similarity_Lm3D_all.mat with --bfm or SGPN_BFM_DIR.")
+GET_BFM = ("The official SGPN release bundle holds the converted BFM folder: `sgpn weights download` (or "
+           "`sgpn weights import PATH` for a bundle downloaded in a browser) installs it where it is found "
+           "automatically. Otherwise register at https://faces.dmi.unibas.ch/bfm/ for 01_MorphableModel.mat, "
+           "convert it with the BFM09 converter of 3DMM-Fitting-Pytorch / Deep3DFaceRecon_pytorch, and pass the "
+           "folder holding BFM09_model_info.mat and similarity_Lm3D_all.mat with --bfm or SGPN_BFM_DIR.")
 
 COEFF_SLICES = {"id": slice(0, 80), "exp": slice(80, 144), "tex": slice(144, 224), "angles": slice(224, 227),
                 "gamma": slice(227, 254), "trans": slice(254, 257)}
