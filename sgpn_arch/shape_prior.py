@@ -12,6 +12,8 @@ from .bfm import ParametricFaceModel
 from .d3dfr import INPUT_SIZE, ReconNet
 from .renderer import MeshRenderer
 
+PIXEL_CENTRE = 0.5   # projected points put pixel centres at +0.5; the crop matrices at integers
+
 
 @dataclass
 class ShapePriorOutput:
@@ -41,15 +43,19 @@ class ShapePrior(nn.Module):
         size = lq.shape[-1]
         matrix = crop_matrix.float() if crop_matrix is not None else d3dfr_crop_matrix(
             landmarks.float(), self.face_model.lm3d_5, crop_size=size)
-        crop = warp_affine((lq.float() + 1) / 2, matrix, (INPUT_SIZE, INPUT_SIZE))
+        # warped in [-1, 1] as the official wrapper does: the window outside the crop is grey 0.5, not black
+        crop = warp_affine(lq.float(), matrix, (INPUT_SIZE, INPUT_SIZE)) * 0.5 + 0.5
         coeffs = self.d3dfr(crop)
         mesh = self.face_model.compute(coeffs)
         # colour and grey renders in one rasterization
         image, mask = self.renderer(mesh.vertices, mesh.triangles, torch.cat([mesh.colors, mesh.gray_colors], -1))
+        # the official 3DMM layer clamps the colour render to [0, 255]; the grey render stays unclamped
+        image = torch.cat([image[:, :3].clamp(0, 255), image[:, 3:]], 1)
         inverse = invert_affine(matrix)
         back = warp_affine(torch.cat([image / 255.0, mask], 1), inverse, (size, size))
         mask_crop = back[:, 6:7].clamp(0, 1)
-        to_signed = lambda x: x * mask_crop * 2 - 1  # noqa: E731  (as the official code: no clamp)
+        to_signed = lambda x: x * mask_crop * 2 - 1  # noqa: E731
         return ShapePriorOutput(render=to_signed(back[:, :3]), render_gray=to_signed(back[:, 3:6]),
                                 mask=mask_crop, coeffs=coeffs,
-                                landmarks68=transform_points(mesh.landmarks68, inverse), crop_matrix=matrix)
+                                landmarks68=transform_points(mesh.landmarks68 - PIXEL_CENTRE, inverse),
+                                crop_matrix=matrix)

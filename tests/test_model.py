@@ -1,5 +1,7 @@
 """The full chain: aligned crop + landmarks → shape prior → generator, batched."""
 
+import math
+
 import pytest
 import torch
 
@@ -81,3 +83,73 @@ def test_compiled_path_matches_plain(tiny_weights, bfm_dir):
     got = compiled.restore(lq, _landmarks(1))
     torch.testing.assert_close(got.coeffs, expected.coeffs, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(got.restored, expected.restored, atol=1e-4, rtol=1e-4)
+
+
+class _FixedCoeffs(torch.nn.Module):
+    """Stands in for D3DFR: returns the given coefficients and remembers its input."""
+
+    def __init__(self, coeffs):
+        super().__init__()
+        self.coeffs, self.seen = coeffs, None
+
+    def forward(self, x):
+        self.seen = x
+        return self.coeffs.expand(x.shape[0], -1)
+
+
+def _fixed_prior(bfm_dir, coeffs):
+    from sgpn_arch.bfm import ParametricFaceModel
+    from sgpn_arch.renderer import MeshRenderer
+    from sgpn_arch.shape_prior import ShapePrior
+
+    return ShapePrior(_FixedCoeffs(coeffs), ParametricFaceModel.from_folder(bfm_dir), MeshRenderer(backend="torch"))
+
+
+def test_colour_render_is_clamped_grey_render_is_not(bfm_dir):
+    # band-0 lighting only, so every vertex's shading is the hand-computable π/√(4π)·(0.8 + g0) per channel:
+    # red far above 255 (→ 255), green below 0 (→ 0), blue 0.8 + 0.2 = 1.0 → albedo; grey = 127·shading, unclamped
+    coeffs = torch.zeros(1, 257)
+    coeffs[0, 227], coeffs[0, 236], coeffs[0, 245] = 20.0, -5.0, 0.2
+    prior = _fixed_prior(bfm_dir, coeffs)(torch.zeros(1, 3, 512, 512), _landmarks(1))
+    full = prior.mask[0, 0] == 1
+    assert full.float().mean() > 0.1
+    band0 = math.pi / math.sqrt(4 * math.pi)
+    torch.testing.assert_close(prior.render[0, 0][full], torch.ones(int(full.sum())))        # 255 → +1
+    torch.testing.assert_close(prior.render[0, 1][full], -torch.ones(int(full.sum())))       # 0 → −1
+    assert prior.render[0, 2][full].max() <= 1
+    grey_red = 127 * band0 * 20.8 / 255 * 2 - 1                                              # ≈ 17.4: unclamped
+    torch.testing.assert_close(prior.render_gray[0, 0][full], torch.full((int(full.sum()),), grey_red))
+    assert prior.render.min() >= -1 and prior.render.max() <= 1
+
+
+def test_landmarks68_in_crop_pixels_match_the_render(bfm_dir):
+    # render each surface point's own projected image position, warp it back to the crop as the render is,
+    # and map it like landmarks68: every covered crop pixel must get its own coordinates back
+    from sgpn_arch.align import invert_affine, transform_points, warp_affine
+    from sgpn_arch.renderer import project
+
+    shape_prior = _fixed_prior(bfm_dir, torch.zeros(1, 257))
+    prior = shape_prior(torch.zeros(1, 3, 512, 512), _landmarks(1))
+    mesh = shape_prior.face_model.compute(torch.zeros(1, 257))
+    image, mask = shape_prior.renderer(mesh.vertices, mesh.triangles, project(mesh.vertices))
+    inverse = invert_affine(prior.crop_matrix)
+    back = warp_affine(torch.cat([image, mask], 1), inverse, (512, 512))
+    inside = torch.nn.functional.max_pool2d(1 - back[:, 2:3], 9, stride=1, padding=4)[0, 0] == 0  # well covered
+    ys, xs = torch.nonzero(inside, as_tuple=True)
+    assert len(ys) > 5000
+    seen = back[0, :2, ys, xs].T[None]                                        # [1, N, 2] projected positions
+    mapped = transform_points(seen - 0.5, inverse)[0]
+    pixel = torch.stack([xs, ys], 1).float()
+    assert (mapped - pixel).norm(dim=1).mean() < 0.05                       # without the −0.5: ≈ 1.25 px
+    torch.testing.assert_close(prior.landmarks68, transform_points(mesh.landmarks68 - 0.5, inverse))
+
+
+def test_d3dfr_window_outside_the_crop_is_grey(bfm_dir):
+    # the official wrapper warps the [-1, 1] crop with zero padding, then maps to [0, 1]: outside is 0.5
+    prior = _fixed_prior(bfm_dir, torch.zeros(1, 257))
+    lm = (_landmarks(1) - 256) * 1.6 + 256    # a large face: the 224 window reaches past the 512 crop
+    prior(-torch.ones(1, 3, 512, 512), lm)   # a black crop
+    seen = prior.d3dfr.seen[0]
+    assert seen.shape == (3, 224, 224)
+    assert torch.all(seen[:, 112, 112] == 0) and torch.all(seen[:, 0, 0] == 0.5)
+    assert 0.05 < (seen[0] == 0.5).float().mean() < 0.5
