@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from collections import OrderedDict
 from copy import deepcopy
 
@@ -18,19 +19,37 @@ from basicsr.utils.registry import MODEL_REGISTRY  # noqa: E402
 
 from sgpn_arch.bfm import ParametricFaceModel  # noqa: E402
 from sgpn_arch.bfm_synthetic import write_synthetic_bfm  # noqa: E402
-from sgpn_arch.checkpoints import load_state_dict_file, load_strict  # noqa: E402
+from sgpn_arch.decoder_init import load_pretrained_decoder  # noqa: E402
 from sgpn_arch.renderer import MeshRenderer  # noqa: E402
 from sgpn_arch.shape_prior import ShapePrior  # noqa: E402
 
 from .data import check_keys  # noqa: E402
+from .pretrained import load_pretrained  # noqa: E402
 
 logger = logging.getLogger("basicsr")
 
 LOSS_KEYS = ("pixel_opt", "perceptual_opt", "gan_opt", "identity_opt", "coeff_opt", "landmark_opt", "photometric_opt")
 TRAIN_KEYS = set(LOSS_KEYS) | {"optim_g", "optim_d", "optim_d3dfr", "scheduler", "total_iter", "warmup_iter",
                                "ema_decay", "r1_reg_weight", "net_d_iters", "net_d_init_iters", "net_d_reg_every",
-                               "fix_d3dfr"}
+                               "fix_d3dfr", "lazy_r1_correction"}
 SHAPE_PRIOR_KEYS = {"bfm_folder", "renderer_backend"}
+
+
+def prune_checkpoints(models_dir: str, states_dir: str, keep: int | None) -> list[str]:
+    """``logger.keep_checkpoints``: keep the ``keep`` newest iterations of ``net_*_<iter>.pth`` and
+    ``<iter>.state`` (``*_latest.pth`` always stays; ``~`` or 0 keeps everything). Returns the removed files."""
+    if not keep:
+        return []
+    files: dict[int, list[str]] = {}
+    for folder, pattern in ((models_dir, re.compile(r"^net_\w+?_(\d+)\.pth$")), (states_dir, re.compile(r"^(\d+)\.state$"))):
+        for name in os.listdir(folder) if os.path.isdir(folder) else []:
+            match = pattern.match(name)
+            if match:
+                files.setdefault(int(match.group(1)), []).append(os.path.join(folder, name))
+    removed = [path for it in sorted(files)[:-keep] for path in files[it]]
+    for path in removed:
+        os.remove(path)
+    return removed
 
 
 def _weight(loss_opt: dict | None) -> float:
@@ -53,6 +72,7 @@ class SGPNModel(SRModel):
             check_keys(opt["train"], TRAIN_KEYS, "train")
         self.net_g = self.model_to_device(build_network(opt["network_g"]))
         self._load(self.net_g, "network_g", "params")
+        self._init_decoder()
         d3dfr = build_network(opt["network_d3dfr"])
         self._load(d3dfr, "network_d3dfr", "params")
         prior = ShapePrior(d3dfr, ParametricFaceModel.from_folder(self._bfm_folder(prior_opt)),
@@ -72,20 +92,42 @@ class SGPNModel(SRModel):
         root = self.opt["path"].get("experiments_root") or self.opt["path"].get("results_root") or "."
         return str(write_synthetic_bfm(os.path.join(root, "synthetic_bfm")))
 
-    def _load(self, net, network_key: str, default_param_key: str) -> None:
-        """Load ``path.pretrain_<network_key>``; ``param_key_<name>: ~`` reads official/plain files too."""
+    def _load(self, net, network_key: str, default_param_key: str, ema: bool = False) -> None:
+        """Load ``path.pretrain_<network_key>``: official plain files, BasicSR ``params``/``params_ema``
+        (``param_key_<name>``, default ``default_param_key``, is the preferred one, ``params_ema`` for the EMA
+        copy; the other key or a plain state dict is used when the file lacks it)."""
         name = network_key.removeprefix("network_")
         path = self.opt["path"].get(f"pretrain_{network_key}")
         if not path:
             return
         strict = self.opt["path"].get(f"strict_load_{name}", True)
-        param_key = self.opt["path"].get(f"param_key_{name}", default_param_key)
-        if param_key is not None:
-            self.load_network(net, path, strict, param_key)
-        elif strict:
-            load_strict(self.get_bare_model(net), load_state_dict_file(path), type(net).__name__, path)
-        else:
-            self.get_bare_model(net).load_state_dict(load_state_dict_file(path), strict=False)
+        param_key = "params_ema" if ema else self.opt["path"].get(f"param_key_{name}", default_param_key)
+        load_pretrained(self.get_bare_model(net), os.path.expanduser(path), param_key, strict)
+
+    def _d3dfr_trains_or_random(self) -> bool:
+        """Whether checkpoints hold the D3DFR: it trains, or it is a random one no file can give back."""
+        return not self.fix_d3dfr or not self.opt["path"].get("pretrain_network_d3dfr")
+
+    def _check_frozen_d3dfr_resumes(self) -> None:
+        """A frozen pretrained D3DFR is not saved, so resuming must reload it from its pretrain file."""
+        if self._d3dfr_trains_or_random() or "network_d3dfr" in (self.opt["path"].get("ignore_resume_networks") or []):
+            return
+        raise ValueError("train.fix_d3dfr is true, so checkpoints do not hold the (unchanged) D3DFR: add "
+                         "'ignore_resume_networks: [network_d3dfr]' to the path options, so that --auto_resume "
+                         "reloads path.pretrain_network_d3dfr instead of looking for models/net_d3dfr_<iter>.pth")
+
+    def _init_decoder(self) -> None:
+        """``path.decoder_load_path``: start netG's decoder from a pretrained StyleGAN2/GPEN generator
+        (:mod:`sgpn_arch.decoder_init`); skipped when ``pretrain_network_g`` is given or a run resumes."""
+        path = self.opt["path"].get("decoder_load_path")
+        if not path:
+            return
+        if self.opt["path"].get("pretrain_network_g"):
+            logger.info("path.decoder_load_path ignored: the generator comes from %s", self.opt["path"]["pretrain_network_g"])
+            return
+        report = load_pretrained_decoder(self.get_bare_model(self.net_g), os.path.expanduser(path))
+        logger.info("Decoder of network_g initialised from %s (%s layout, %d tensors)", path, report.layout,
+                    len(report.copied))
 
     # --- training set-up -------------------------------------------------------------------
 
@@ -93,14 +135,14 @@ class SGPNModel(SRModel):
         train_opt = self.opt["train"]
         self.net_g.train()
         self.fix_d3dfr = train_opt.get("fix_d3dfr", True)
+        self._check_frozen_d3dfr_resumes()
         self.shape_prior.train(not self.fix_d3dfr)
         self.shape_prior.requires_grad_(not self.fix_d3dfr)
         self.ema_decay = train_opt.get("ema_decay", 0)
         if self.ema_decay > 0:
             self.net_g_ema = self.model_to_device(build_network(self.opt["network_g"]))
-            path = self.opt["path"].get("pretrain_network_g")
-            if path:
-                self.load_network(self.net_g_ema, path, True, "params_ema")
+            if self.opt["path"].get("pretrain_network_g"):
+                self._load(self.net_g_ema, "network_g", "params", ema=True)   # plain files: the same weights
             else:
                 self.model_ema(0)
             self.net_g_ema.eval()
@@ -137,9 +179,28 @@ class SGPNModel(SRModel):
         for key, options, params in groups:
             opt = deepcopy(options)
             optim_type = opt.pop("type")
+            if key == "optim_d":
+                self._lazy_r1_correction(opt)
             optimizer = self.get_optimizer(optim_type, list(params), **opt)
             self.optimizers.append(optimizer)
             setattr(self, key.replace("optim_", "optimizer_"), optimizer)
+
+    def _lazy_r1_correction(self, optim_d: dict) -> None:
+        """StyleGAN2's lazy regularisation: with R1 every k steps, the discriminator's lr is multiplied by
+        c = k/(k+1) and Adam's betas raised to the power c (``train.lazy_r1_correction``, default true)."""
+        k = self.net_d_reg_every
+        if k <= 1 or not self.opt["train"].get("lazy_r1_correction", True):
+            return
+        ratio = k / (k + 1)
+        optim_d["lr"] = optim_d["lr"] * ratio
+        if "betas" in optim_d:
+            optim_d["betas"] = [beta ** ratio for beta in optim_d["betas"]]
+        logger.info("lazy R1 (every %d iterations): optim_d lr %.3g, betas %s", k, optim_d["lr"],
+                    optim_d.get("betas"))
+
+    def get_current_learning_rate(self) -> list[float]:
+        """The learning rate of every optimizer (generator, then D3DFR and discriminator when they train)."""
+        return [optimizer.param_groups[0]["lr"] for optimizer in self.optimizers]
 
     # --- data and forward ------------------------------------------------------------------
 
@@ -156,9 +217,17 @@ class SGPNModel(SRModel):
 
     def optimize_parameters(self, current_iter: int):
         loss_dict = OrderedDict()
-        train_d = self.use_gan and current_iter > self.net_d_init_iters
+        # GFPGAN's meaning: the generator (and a fine-tuned D3DFR) steps every net_d_iters iterations once
+        # net_d_init_iters are done; the discriminator trains at every iteration from the start
+        train_g = not self.use_gan or (current_iter % self.net_d_iters == 0 and current_iter > self.net_d_init_iters)
         if self.use_gan:
             self.net_d.requires_grad_(False)
+        if not train_g:
+            with torch.no_grad():
+                self.output, _ = self._restore(self.net_g)
+            self._optimize_d(current_iter, loss_dict)
+            self.log_dict = self.reduce_loss_dict(loss_dict)
+            return
         self.optimizer_g.zero_grad()
         if not self.fix_d3dfr:
             self.optimizer_d3dfr.zero_grad()
@@ -170,7 +239,7 @@ class SGPNModel(SRModel):
             loss_dict["l_percep"] = self.cri["perceptual_opt"](self.output, self.gt)
         if "identity_opt" in self.cri:
             loss_dict["l_identity"] = self.cri["identity_opt"](self.output, self.gt)
-        if self.use_gan and current_iter % self.net_d_iters == 0:
+        if self.use_gan:
             loss_dict["l_g_gan"] = self.cri_gan(self.net_d(self.output), True, is_disc=False)
         if not self.fix_d3dfr and any(k in self.cri for k in ("coeff_opt", "landmark_opt", "photometric_opt")):
             with torch.no_grad():
@@ -187,28 +256,30 @@ class SGPNModel(SRModel):
         self.optimizer_g.step()
         if not self.fix_d3dfr:
             self.optimizer_d3dfr.step()
-
-        if train_d:
-            self.net_d.requires_grad_(True)
-            self.optimizer_d.zero_grad()
-            real = self.net_d(self.gt)
-            fake = self.net_d(self.output.detach())
-            l_d = self.cri_gan(real, True, is_disc=True) + self.cri_gan(fake, False, is_disc=True)
-            loss_dict["l_d"] = l_d
-            loss_dict["real_score"] = real.detach().mean()
-            loss_dict["fake_score"] = fake.detach().mean()
-            l_d.backward()
-            if current_iter % self.net_d_reg_every == 0:
-                self.gt.requires_grad_(True)
-                real = self.net_d(self.gt)
-                l_r1 = self.r1_reg_weight / 2 * r1_penalty(real, self.gt) * self.net_d_reg_every + 0 * real[0]
-                loss_dict["l_d_r1"] = l_r1.detach().mean()
-                l_r1.backward()
-            self.optimizer_d.step()
-
+        if self.use_gan:
+            self._optimize_d(current_iter, loss_dict)
         if self.ema_decay > 0:
             self.model_ema(decay=self.ema_decay)
         self.log_dict = self.reduce_loss_dict(loss_dict)
+
+    def _optimize_d(self, current_iter: int, loss_dict: OrderedDict) -> None:
+        """One discriminator step on ``gt`` vs ``output``, with the R1 penalty every ``net_d_reg_every`` iterations."""
+        self.net_d.requires_grad_(True)
+        self.optimizer_d.zero_grad()
+        real = self.net_d(self.gt)
+        fake = self.net_d(self.output.detach())
+        l_d = self.cri_gan(real, True, is_disc=True) + self.cri_gan(fake, False, is_disc=True)
+        loss_dict["l_d"] = l_d
+        loss_dict["real_score"] = real.detach().mean()
+        loss_dict["fake_score"] = fake.detach().mean()
+        l_d.backward()
+        if current_iter % self.net_d_reg_every == 0:
+            self.gt.requires_grad_(True)
+            real = self.net_d(self.gt)
+            l_r1 = self.r1_reg_weight / 2 * r1_penalty(real, self.gt) * self.net_d_reg_every + 0 * real[0]
+            loss_dict["l_d_r1"] = l_r1.detach().mean()
+            l_r1.backward()
+        self.optimizer_d.step()
 
     def test(self):
         net = self.net_g_ema if hasattr(self, "net_g_ema") else self.net_g
@@ -233,6 +304,9 @@ class SGPNModel(SRModel):
             self.save_network(self.net_g, "net_g", current_iter)
         if self.use_gan:
             self.save_network(self.net_d, "net_d", current_iter)
-        # saved even when frozen, so that --auto_resume finds every network it resumes
-        self.save_network(self.get_bare_model(self.shape_prior).d3dfr, "net_d3dfr", current_iter)
+        if self._d3dfr_trains_or_random():
+            self.save_network(self.get_bare_model(self.shape_prior).d3dfr, "net_d3dfr", current_iter)
         self.save_training_state(epoch, current_iter)
+        if self.opt.get("rank", 0) == 0:
+            prune_checkpoints(self.opt["path"]["models"], self.opt["path"]["training_states"],
+                              self.opt["logger"].get("keep_checkpoints"))
