@@ -12,18 +12,22 @@ import torch
 
 import comfy.model_management as model_management
 import comfy.utils
-from sgpn_arch.model import SGPN, build_sgpn
-from sgpn_arch.restorer import FaceRestorer, NoFaceError
 
 from . import model_paths
-from .tensors import bgr_to_image_batch, empty_image_batch, image_batch_to_bgr, masks_to_batch
+from .errors import SGPNNodeError, user_errors
+from .facerestore_model import SGPNFaceRestoreModel
+from .sgpn_arch.checkpoint_layouts import LAYOUTS_BY_NAME, describe_state_dict, identify_layout
+from .sgpn_arch.checkpoints import load_state_dict_file
+from .sgpn_arch.model import SGPN, build_sgpn
+from .sgpn_arch.restorer import DETECTORS, FIDELITY_MODES, FaceRestorer, NoFaceError
+from .tensors import bgr_to_image_batch, black_image_batch, image_batch_to_bgr, masks_to_batch
 
 logger = logging.getLogger(__name__)
 
 CATEGORY = "SGPN"
-DETECTORS = ["retinaface_resnet50", "retinaface_mobile0.25"]
 TEMPLATES = ["sgpn", "ffhq"]
 DEVICES = ["auto", "cpu"]
+DET_THRESHOLD_MAX = 0.99   # the detector needs a threshold strictly below 1
 
 
 @dataclass
@@ -47,13 +51,17 @@ class SGPNModel:
     def crop_size(self) -> int:
         return self.network.size
 
-    def restorer(self, upscale: int, det_threshold: float) -> FaceRestorer:
+    def restorer(self, upscale: int, det_threshold: float, face_parsing: bool = False,
+                 fidelity: str = "default") -> FaceRestorer:
         """The pipeline for these options, sharing the loaded network (only the detector is rebuilt)."""
-        settings = (upscale, det_threshold)
+        settings = (upscale, det_threshold, face_parsing, fidelity)
         if self._settings != settings:
-            self._restorer = FaceRestorer(self.network, device="cpu", upscale=upscale, det_threshold=det_threshold,
-                                          detector=self.detector, template=self.template,
-                                          detector_rootpath=self.detector_rootpath)
+            with user_errors("SGPN Restore Faces"):
+                # parsing weights live beside the detector's (models/facedetection), fetched there if missing
+                rootpath = model_paths.facexlib_folder("parsenet") if face_parsing else self.detector_rootpath
+                self._restorer = FaceRestorer(self.network, device="cpu", upscale=upscale, det_threshold=det_threshold,
+                                              detector=self.detector, template=self.template, use_parse=face_parsing,
+                                              detector_rootpath=rootpath, allow_download=False, fidelity=fidelity)
             self._settings = settings
         return self._restorer
 
@@ -99,21 +107,35 @@ def _passthrough(image: np.ndarray, upscale: int) -> np.ndarray:
     return cv2.resize(image, (width * upscale, height * upscale), interpolation=cv2.INTER_LANCZOS4)
 
 
+def _state_dict_of(kind: str, choice: str) -> dict[str, torch.Tensor]:
+    """The chosen file's state dict, refused with one message when it holds another network."""
+    path = model_paths.weight_path(kind, choice)
+    state = load_state_dict_file(path)
+    layout = identify_layout(state)
+    if layout is None or layout.name != kind:
+        raise SGPNNodeError(f"SGPN Model Loader: {path} is {describe_state_dict(state)}, not "
+                            f"{LAYOUTS_BY_NAME[kind].description}; choose {model_paths.PREFERRED[kind]} "
+                            "of the official bundle")
+    return state
+
+
 class SGPN_ModelLoader:
     """Loads the SGPN generator, D3DFR and a BFM09 folder into one restoration pipeline."""
 
     @classmethod
     def INPUT_TYPES(cls):
+        folders = ", ".join(model_paths.sgpn_folders())
         return {
             "required": {
                 "generator": (model_paths.generator_choices(), {
-                    "tooltip": "SGPN generator weights (sgpn.pth) in models/facerestore_models or models/sgpn"}),
+                    "tooltip": f"SGPN generator weights (sgpn.pth), looked for in {folders}"}),
                 "d3dfr": (model_paths.d3dfr_choices(), {
-                    "tooltip": "D3DFR weights (d3dfr_finetune_ours.pth) in models/sgpn"}),
+                    "tooltip": f"D3DFR weights (d3dfr_finetune_ours.pth), looked for in {folders}"}),
                 "bfm": (model_paths.bfm_choices(), {
-                    "tooltip": "BFM09_model_info.mat under models/sgpn; similarity_Lm3D_all.mat must sit beside it"}),
-                "detector": (DETECTORS, {"default": "retinaface_resnet50",
-                                         "tooltip": "facexlib face detector (weights in models/facedetection)"}),
+                    "tooltip": f"BFM09_model_info.mat (similarity_Lm3D_all.mat beside it), looked for in {folders}"}),
+                "detector": (list(DETECTORS), {"default": "retinaface_resnet50",
+                                               "tooltip": "facexlib face detector; weights in models/facedetection "
+                                                          "(downloaded there once if missing)"}),
                 "device": (DEVICES, {"default": "auto",
                                      "tooltip": "auto: ComfyUI's device, offloaded between runs; cpu: always CPU"}),
             },
@@ -123,18 +145,23 @@ class SGPN_ModelLoader:
             },
         }
 
-    RETURN_TYPES = ("SGPN_MODEL",)
-    RETURN_NAMES = ("sgpn_model",)
+    RETURN_TYPES = ("SGPN_MODEL", "FACERESTORE_MODEL")
+    RETURN_NAMES = ("sgpn_model", "facerestore_model")
     FUNCTION = "load"
     CATEGORY = CATEGORY
-    DESCRIPTION = "Builds the SGPN pipeline: face detector, 3D shape prior (D3DFR + BFM09) and SGPN generator."
+    DESCRIPTION = ("Builds the SGPN pipeline: face detector, 3D shape prior (D3DFR + BFM09) and SGPN generator. "
+                   "facerestore_model: the same network for facerestore_cf-style nodes (FACERESTORE_MODEL).")
 
     def load(self, generator, d3dfr, bfm, detector, device, template="sgpn"):
-        network = build_sgpn(model_paths.generator_path(generator), model_paths.d3dfr_path(d3dfr),
-                             model_paths.bfm_folder(bfm), device="cpu")
+        with user_errors("SGPN Model Loader"):
+            network = build_sgpn(_state_dict_of(model_paths.GENERATOR, generator),
+                                 _state_dict_of(model_paths.D3DFR, d3dfr), model_paths.bfm_folder(bfm), device="cpu")
+            rootpath = model_paths.facexlib_folder(detector)
         offload = torch.device("cpu") if device == "cpu" else model_management.unet_offload_device()
-        return (SGPNModel(network=network.to(offload), detector=detector, template=template,
-                          detector_rootpath=model_paths.detector_folder(detector), device=device),)
+        network = network.to(offload)
+        model = SGPNModel(network=network, detector=detector, template=template, detector_rootpath=rootpath,
+                          device=device)
+        return (model, SGPNFaceRestoreModel(network, template).eval())
 
 
 class SGPN_RestoreFaces:
@@ -151,11 +178,20 @@ class SGPN_RestoreFaces:
                 "only_center_face": ("BOOLEAN", {"default": False,
                                                  "tooltip": "restore only the face closest to the image centre"}),
                 "paste_back": ("BOOLEAN", {"default": True,
-                                           "tooltip": "off: the image passes through and only the faces output has the restorations"}),
+                                           "tooltip": "off: the image passes through (face_mask still says where "
+                                                      "the faces are) and only the faces output has the restorations"}),
                 "visibility": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 1.0, "step": 0.05,
                                          "tooltip": "blend of the restored face over the original (1 = restored only)"}),
-                "det_threshold": ("FLOAT", {"default": 0.9, "min": 0.05, "max": 1.0, "step": 0.01,
+                "det_threshold": ("FLOAT", {"default": 0.9, "min": 0.05, "max": DET_THRESHOLD_MAX, "step": 0.01,
                                             "tooltip": "face detector confidence threshold"}),
+            },
+            "optional": {
+                "face_parsing": ("BOOLEAN", {"default": False,
+                                             "tooltip": "paste back only the face (ParseNet face-parsing mask, "
+                                                        "weights in models/facedetection) instead of the whole crop"}),
+                "fidelity": (list(FIDELITY_MODES), {"default": "default",
+                                                    "tooltip": "official: the official SGPN demo's crop, rounding "
+                                                               "and paste-back, pixel for pixel"}),
             },
         }
 
@@ -163,32 +199,37 @@ class SGPN_RestoreFaces:
     RETURN_NAMES = ("image", "face_mask", "faces")
     FUNCTION = "restore"
     CATEGORY = CATEGORY
-    DESCRIPTION = ("Detects, aligns and restores faces with SGPN, pastes them back, and outputs where faces "
-                   "were pasted as a mask. Images without a face pass through unchanged.")
+    DESCRIPTION = ("Detects, aligns and restores faces with SGPN, pastes them back, and outputs where the faces "
+                   "are as a soft mask (for compositing, or MASK to SEGS / detailer nodes). Images without a face "
+                   "pass through unchanged.")
 
-    def restore(self, sgpn_model, image, upscale, only_center_face, paste_back, visibility, det_threshold):
+    def restore(self, sgpn_model, image, upscale, only_center_face, paste_back, visibility, det_threshold,
+                face_parsing=False, fidelity="default"):
         outputs, masks = [], []
         faces = SGPNFaces(crop_size=sgpn_model.crop_size)
-        restorer = sgpn_model.restorer(upscale, det_threshold)
-        images = image_batch_to_bgr(image)
+        restorer = sgpn_model.restorer(upscale, det_threshold, face_parsing, fidelity)
+        with user_errors("SGPN Restore Faces"):
+            images = image_batch_to_bgr(image)
         progress = comfy.utils.ProgressBar(len(images))
         with _on_run_device(restorer, sgpn_model):
             for index, bgr in enumerate(images):
                 model_management.throw_exception_if_processing_interrupted()
-                try:
-                    result = restorer.restore(
-                        bgr, only_center_face=only_center_face, paste_back=paste_back, visibility=visibility,
-                        on_face=lambda i, n: model_management.throw_exception_if_processing_interrupted())
-                except NoFaceError as err:
-                    logger.warning("SGPN: image %d of the batch passes through unchanged: %s", index, err)
-                    result = None
-                if result is None or result.restored_image is None:
+                with user_errors("SGPN Restore Faces"):
+                    try:   # always pasted: the mask says where the faces are even when the image passes through
+                        result = restorer.restore(
+                            bgr, only_center_face=only_center_face, paste_back=True, visibility=visibility,
+                            on_face=lambda i, n: model_management.throw_exception_if_processing_interrupted())
+                    except NoFaceError:
+                        logger.warning("SGPN: no face found in image %d of the batch (det_threshold %.2f): it "
+                                       "passes through unchanged; lower det_threshold if it shows a face",
+                                       index, det_threshold)
+                        result = None
+                if result is None:
                     outputs.append(_passthrough(bgr, upscale))
                     masks.append(np.zeros(outputs[-1].shape[:2], np.float32))
                 else:
-                    outputs.append(result.restored_image)
+                    outputs.append(result.restored_image if paste_back else _passthrough(bgr, upscale))
                     masks.append(result.face_mask)
-                if result is not None:
                     faces.cropped += result.cropped_faces
                     faces.restored += result.restored_faces
                     faces.renders += result.renders
@@ -209,13 +250,12 @@ class SGPN_FaceCrops:
     FUNCTION = "crops"
     CATEGORY = CATEGORY
     DESCRIPTION = ("Aligned face crops, their SGPN restorations and the 3D shape prior rendered in the crop frame, "
-                   "one image per face in batch order.")
+                   "one image per face in batch order (one black image when no face was found).")
 
     def crops(self, faces):
         if not faces.restored:
-            logger.warning("SGPN: no face was restored; the face batches are empty")
-            empty = empty_image_batch(faces.crop_size)
-            return (empty, empty.clone(), empty.clone())
+            logger.warning("SGPN: no face was restored; the face outputs hold one black image")
+            return tuple(black_image_batch(faces.crop_size) for _ in range(3))
         return (bgr_to_image_batch(faces.cropped), bgr_to_image_batch(faces.restored),
                 bgr_to_image_batch(faces.renders))
 

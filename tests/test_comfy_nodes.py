@@ -28,8 +28,8 @@ from PIL import Image, ImageOps
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PACK_DIR = REPO_ROOT / "comfy_nodes"
 PACK_NAME = "ComfyUI-SGPN"  # the folder name a user would clone/link the pack under
-WORKFLOW_API = PACK_DIR / "workflows" / "sgpn_restore_api.json"
-WORKFLOW_UI = PACK_DIR / "workflows" / "sgpn_restore_ui.json"
+WORKFLOW_API = REPO_ROOT / "example_workflows" / "sgpn_restore_api.json"
+WORKFLOW_UI = REPO_ROOT / "example_workflows" / "sgpn_restore_ui.json"
 PHOTO = "real_lq_whole/sgpn_0022.jpg"          # one face, 355x505
 SECOND_PHOTO = "real_lq_whole/sgpn_0026.jpg"   # another person, 400x600
 TEST_DETECTOR = "retinaface_mobile0.25"        # the detector whose real weights are available offline
@@ -161,20 +161,28 @@ def load_image(path: Path) -> torch.Tensor:
 # fixtures
 
 
+FOREIGN_KEYS = ["conv_body_first.weight", "final_linear.weight", "stylegan_decoder.style_mlp.1.weight",
+                "condition_scale.0.0.weight"]   # what checkpoint_layouts calls a GFPGAN v1.2-v1.4 generator
+
+
 @pytest.fixture(scope="module")
 def comfy_env(tmp_path_factory, tiny_weights, bfm_dir, retinaface_dir):
     """A ComfyUI-like install: models folders with the pack's files, stand-ins, the pack in custom_nodes."""
     base = tmp_path_factory.mktemp("ComfyUI")
     models = base / "models"
-    (models / "facerestore_models").mkdir(parents=True)
     (models / "sgpn" / "BFM").mkdir(parents=True)
     (models / "facedetection").mkdir()
-    shutil.copy(tiny_weights["sgpn"], models / "facerestore_models" / "sgpn.pth")
+    shutil.copy(tiny_weights["sgpn"], models / "sgpn" / "sgpn.pth")
     shutil.copy(tiny_weights["d3dfr"], models / "sgpn" / "d3dfr_finetune_ours.pth")
     for item in Path(bfm_dir).iterdir():
         shutil.copy(item, models / "sgpn" / "BFM" / item.name)
     for item in Path(retinaface_dir).iterdir():
         shutil.copy(item, models / "facedetection" / item.name)
+    # files the dropdowns must tell apart by their keys: another network, a damaged file, a safetensors D3DFR
+    torch.save({key: torch.zeros(1) for key in FOREIGN_KEYS}, models / "sgpn" / "GFPGANv1.4.pth")
+    (models / "sgpn" / "broken.pth").write_bytes(b"not a checkpoint")
+    from safetensors.torch import save_file
+    save_file(torch.load(tiny_weights["d3dfr"], weights_only=True), models / "sgpn" / "d3dfr_copy.safetensors")
     # another pack (or extra_model_paths.yaml) registered facerestore_models first, with a user folder
     user_folder = base / "shared_models" / "facerestore"
     user_folder.mkdir(parents=True)
@@ -184,8 +192,9 @@ def comfy_env(tmp_path_factory, tiny_weights, bfm_dir, retinaface_dir):
     custom_nodes.mkdir()
     try:
         (custom_nodes / PACK_NAME).symlink_to(PACK_DIR, target_is_directory=True)
-    except OSError:  # no symlinks (Windows without developer mode): a copy is what a clone gives
+    except OSError:  # no symlinks (Windows without developer mode): copies, the sibling package beside the pack
         shutil.copytree(PACK_DIR, custom_nodes / PACK_NAME)
+        shutil.copytree(REPO_ROOT / "sgpn_arch", custom_nodes / "sgpn_arch")
 
     folder_paths = make_folder_paths(base)
     folder_paths.folder_names_and_paths["facerestore_models"] = ([str(user_folder)], folder_paths.supported_pt_extensions)
@@ -193,18 +202,22 @@ def comfy_env(tmp_path_factory, tiny_weights, bfm_dir, retinaface_dir):
     stand_ins = {"folder_paths": folder_paths, "comfy": comfy, "comfy.model_management": mm, "comfy.utils": utils}
     saved = {name: sys.modules.get(name) for name in stand_ins}
     sys.modules.update(stand_ins)
-    try:
-        pack = load_custom_node(custom_nodes, PACK_NAME)
-        yield types.SimpleNamespace(pack=pack, folder_paths=folder_paths, mm=mm, utils=utils, base=base,
-                                    user_folder=user_folder, custom_nodes=custom_nodes)
-    finally:
-        for name in [n for n in sys.modules if n == PACK_NAME or n.startswith(PACK_NAME + ".")]:
-            del sys.modules[name]
-        for name, module in saved.items():
-            if module is None:
-                sys.modules.pop(name, None)
-            else:
-                sys.modules[name] = module
+    bundle = base / "sgpn_cache"     # weights_dir(): where `sgpn weights download` would put the bundle
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("SGPN_WEIGHTS_DIR", str(bundle))
+        env.delenv("SGPN_BFM_DIR", raising=False)
+        try:
+            pack = load_custom_node(custom_nodes, PACK_NAME)
+            yield types.SimpleNamespace(pack=pack, folder_paths=folder_paths, mm=mm, utils=utils, base=base,
+                                        user_folder=user_folder, custom_nodes=custom_nodes, bundle=bundle)
+        finally:
+            for name in [n for n in sys.modules if n == PACK_NAME or n.startswith(PACK_NAME + ".")]:
+                del sys.modules[name]
+            for name, module in saved.items():
+                if module is None:
+                    sys.modules.pop(name, None)
+                else:
+                    sys.modules[name] = module
 
 
 @pytest.fixture(scope="module")
@@ -361,22 +374,140 @@ def test_pack_imports_from_custom_nodes_and_declares_valid_nodes(comfy_env):
 def test_model_folders_are_merged_not_overwritten(comfy_env):
     fp = comfy_env.folder_paths
     models = Path(fp.models_dir)
-    restorer_paths = fp.get_folder_paths("facerestore_models")
-    assert restorer_paths[0] == str(comfy_env.user_folder)  # the user's entry is kept, first
-    assert restorer_paths[1:] == [str(models / "facerestore_models")]
-    assert fp.get_folder_paths("sgpn") == [str(models / "sgpn")]
+    # facerestore_models is left alone: ReActor/facerestore_cf list it and cannot load an SGPN generator
+    assert fp.get_folder_paths("facerestore_models") == [str(comfy_env.user_folder)]
+    # models/sgpn first, then the folder `sgpn weights download`/`import` installs the bundle into
+    assert fp.get_folder_paths("sgpn") == [str(models / "sgpn"), str(comfy_env.bundle)]
     assert fp.get_folder_paths("facedetection") == [str(models / "facedetection")]
     assert fp.folder_names_and_paths["checkpoints"][1] is fp.supported_pt_extensions  # shared set untouched
     assert ".mat" not in fp.supported_pt_extensions
     # registering again (ComfyUI reloading the pack) adds nothing twice
     comfy_env.pack.model_paths.register_model_folders()
-    assert fp.get_folder_paths("facerestore_models") == restorer_paths
+    assert fp.get_folder_paths("sgpn") == [str(models / "sgpn"), str(comfy_env.bundle)]
 
+
+def test_dropdowns_list_each_file_where_its_layout_fits(comfy_env, monkeypatch):
     loader = comfy_env.pack.NODE_CLASS_MAPPINGS["SGPN_ModelLoader"].INPUT_TYPES()["required"]
-    assert loader["generator"][0] == ["GFPGANv1.4.pth", "d3dfr_finetune_ours.pth", "sgpn.pth"]  # both folders
-    assert loader["d3dfr"][0] == ["d3dfr_finetune_ours.pth"]
+    # told by the keys: the GFPGAN file, the damaged file and the D3DFR files are not generators, and so on;
+    # the official file name comes first, so a fresh loader defaults to a file that loads
+    assert loader["generator"][0] == ["sgpn.pth"]
+    assert loader["d3dfr"][0] == ["d3dfr_finetune_ours.pth", "d3dfr_copy.safetensors"]
     assert loader["bfm"][0] == [os.path.join("BFM", "BFM09_model_info.mat")]
     assert "retinaface_resnet50" in loader["detector"][0] and TEST_DETECTOR in loader["detector"][0]
+
+    # listing again reads no file; a changed file is read again
+    layouts = comfy_env.pack.weight_layouts
+    reads = []
+    original = layouts.state_dict_keys
+    monkeypatch.setattr(layouts, "state_dict_keys", lambda path: reads.append(path) or original(path))
+    comfy_env.pack.model_paths.generator_choices()
+    assert reads == []
+    foreign = Path(comfy_env.folder_paths.models_dir) / "sgpn" / "GFPGANv1.4.pth"
+    os.utime(foreign, ns=(foreign.stat().st_atime_ns, foreign.stat().st_mtime_ns + 10**9))
+    comfy_env.pack.model_paths.generator_choices()
+    assert reads == [str(foreign)]
+
+
+def test_empty_dropdowns_say_where_files_go(comfy_env, tmp_path, monkeypatch):
+    fp = comfy_env.folder_paths
+    monkeypatch.setitem(fp.folder_names_and_paths, "sgpn", ([str(tmp_path / "empty")], {".pth", ".mat"}))
+    loader = comfy_env.pack.NODE_CLASS_MAPPINGS["SGPN_ModelLoader"]
+    choices = {name: spec[0] for name, spec in loader.INPUT_TYPES()["required"].items()}
+    assert all(len(choices[name]) == 1 and choices[name][0].startswith("(no ") for name in ("generator", "d3dfr", "bfm"))
+    assert str(tmp_path / "empty") in loader.INPUT_TYPES()["required"]["generator"][1]["tooltip"]
+    with pytest.raises(comfy_env.pack.errors.SGPNNodeError) as caught:
+        _call_node(comfy_env.pack, "SGPN_ModelLoader", dict(
+            generator=choices["generator"][0], d3dfr=choices["d3dfr"][0], bfm=choices["bfm"][0],
+            detector=TEST_DETECTOR, device="cpu"))
+    message = str(caught.value)
+    assert "sgpn.pth" in message and str(tmp_path / "empty") in message and "sgpn weights download" in message
+
+
+def test_misplaced_generator_in_facerestore_models_is_reported(comfy_env, tiny_weights, caplog):
+    misplaced = comfy_env.user_folder / "sgpn.pth"
+    shutil.copy(tiny_weights["sgpn"], misplaced)
+    try:
+        with caplog.at_level(logging.WARNING):
+            comfy_env.pack.model_paths.register_model_folders()
+    finally:
+        misplaced.unlink()
+    assert any(str(misplaced) in r.getMessage() and "models" in r.getMessage() for r in caplog.records)
+
+
+@pytest.mark.parametrize("field, wrong, expected", [
+    ("generator", "d3dfr_finetune_ours.pth", "D3DFR"),
+    ("generator", "GFPGANv1.4.pth", "GFPGAN v1.2/v1.3/v1.4"),
+    ("d3dfr", "sgpn.pth", "SGPN generator"),
+    ("generator", "broken.pth", "weights file"),
+])
+def test_wrong_file_is_one_clear_message(comfy_env, field, wrong, expected):
+    inputs = dict(generator="sgpn.pth", d3dfr="d3dfr_finetune_ours.pth", bfm=os.path.join("BFM", "BFM09_model_info.mat"),
+                  detector=TEST_DETECTOR, device="cpu")
+    inputs[field] = wrong  # as an API client could send it (the dropdowns do not offer these files)
+    node = comfy_env.pack.NODE_CLASS_MAPPINGS["SGPN_ModelLoader"]()
+    with pytest.raises(comfy_env.pack.errors.SGPNNodeError) as caught:
+        node.load(**inputs)
+    message = str(caught.value)
+    assert expected in message and wrong in message and len(message) < 400, message
+    assert caught.value.__suppress_context__ or caught.value.__context__ is None   # no chained traceback
+    for internal in ("max() arg", "pop from empty list", "netG.", "Missing key"):
+        assert internal not in message
+
+
+def test_missing_bfm_file_is_one_clear_message(comfy_env, bfm_dir, tmp_path, monkeypatch):
+    fp = comfy_env.folder_paths
+    folder = tmp_path / "BFM"
+    folder.mkdir()
+    shutil.copy(Path(bfm_dir) / "BFM09_model_info.mat", folder / "BFM09_model_info.mat")  # landmark file missing
+    paths = fp.get_folder_paths("sgpn") + [str(tmp_path)]
+    monkeypatch.setitem(fp.folder_names_and_paths, "sgpn", (paths, fp.folder_names_and_paths["sgpn"][1]))
+    node = comfy_env.pack.NODE_CLASS_MAPPINGS["SGPN_ModelLoader"]()
+    with pytest.raises(comfy_env.pack.errors.SGPNNodeError, match="similarity_Lm3D_all.mat is missing"):
+        # the relative name "BFM/..." resolves in models/sgpn first; use a name only tmp_path has
+        (folder / "BFM09_model_info.mat").rename(folder / "other.mat")
+        (tmp_path / "alone").mkdir()
+        (folder / "other.mat").rename(tmp_path / "alone" / "BFM09_model_info.mat")
+        node.load("sgpn.pth", "d3dfr_finetune_ours.pth", os.path.join("alone", "BFM09_model_info.mat"),
+                  TEST_DETECTOR, "cpu")
+
+
+def test_missing_detector_offline_names_the_folder(comfy_env, monkeypatch):
+    import facexlib.utils
+
+    def offline(*args, **kwargs):
+        raise OSError("network is unreachable")
+
+    monkeypatch.setattr(facexlib.utils, "load_file_from_url", offline)
+    node = comfy_env.pack.NODE_CLASS_MAPPINGS["SGPN_ModelLoader"]()
+    with pytest.raises(comfy_env.pack.errors.SGPNNodeError) as caught:
+        node.load("sgpn.pth", "d3dfr_finetune_ours.pth", os.path.join("BFM", "BFM09_model_info.mat"),
+                  "retinaface_resnet50", "cpu")
+    message = str(caught.value)
+    folder = str(Path(comfy_env.folder_paths.models_dir) / "facedetection")
+    assert "detection_Resnet50_Final.pth" in message and folder in message and "network is unreachable" in message
+    assert not (comfy_env.bundle / "detection_Resnet50_Final.pth").exists()   # nothing lands in ~/.cache/sgpn
+
+
+def test_missing_detector_is_downloaded_into_models_facedetection(comfy_env, retinaface_dir, monkeypatch):
+    """facexlib's downloader is given models/facedetection (served here from the local copy)."""
+    import facexlib.utils
+
+    name = "detection_mobilenet0.25_Final.pth"
+    calls = []
+
+    def download(url, model_dir=None, progress=True, file_name=None, save_dir=None):
+        calls.append((url, save_dir, file_name))
+        shutil.copy(Path(retinaface_dir) / name, Path(save_dir) / file_name)
+        return str(Path(save_dir) / file_name)
+
+    folder = Path(comfy_env.folder_paths.models_dir) / "facedetection"
+    (folder / name).rename(folder / "moved.pth")
+    monkeypatch.setattr(facexlib.utils, "load_file_from_url", download)
+    try:
+        assert comfy_env.pack.model_paths.facexlib_folder(TEST_DETECTOR) == str(folder)
+    finally:
+        (folder / "moved.pth").replace(folder / name)
+    assert calls == [(calls[0][0], str(folder), name)] and calls[0][0].startswith("https://github.com/xinntao/facexlib/")
 
 
 def test_no_network_at_import_or_in_input_types(comfy_env, monkeypatch):
@@ -512,7 +643,9 @@ def test_image_without_a_face_passes_through_with_a_warning(comfy_env, sgpn_mode
     assert mask.shape == (1, 96, 96) and not mask.any()
     assert any("passes through unchanged" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
     assert any("no face" in r.getMessage() for r in caplog.records if r.levelno == logging.WARNING)
-    assert all(batch.shape == (0, 512, 512, 3) for batch in crops)
+    assert not any("--aligned" in r.getMessage() for r in caplog.records)   # a CLI flag means nothing here
+    # Preview/Save nodes index the first image: one black image, not an empty batch
+    assert all(batch.shape == (1, 512, 512, 3) and not batch.any() for batch in crops)
 
     out, mask, _ = _call_node(comfy_env.pack, "SGPN_RestoreFaces", dict(inputs, upscale=2))
     assert out.shape == (1, 192, 192, 3) and mask.shape == (1, 192, 192)

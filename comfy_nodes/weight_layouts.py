@@ -1,0 +1,54 @@
+"""Which network a weight file holds, read from its key names only and cached per file version.
+
+The loader's dropdowns are rebuilt every time ComfyUI asks for the node definitions, so reading a file must
+stay cheap: ``.safetensors`` headers and memory-mapped torch zip files give the keys without reading tensors,
+and the answer is kept until the file's modification time or size changes.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import zipfile
+
+import torch
+
+from .sgpn_arch.checkpoint_layouts import identify_layout
+from .sgpn_arch.checkpoints import WRAPPER_KEYS
+
+logger = logging.getLogger(__name__)
+
+_cache: dict[str, tuple[tuple[int, int], str | None]] = {}
+
+
+def state_dict_keys(path: str) -> list[str]:
+    """Key names of the state dict in ``path`` (BasicSR ``params_ema``/``params`` wrappers unwrapped)."""
+    if path.lower().endswith(".safetensors"):
+        from safetensors import safe_open
+
+        with safe_open(path, framework="pt") as handle:
+            return list(handle.keys())
+    state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+    for key in WRAPPER_KEYS:
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    return list(state) if isinstance(state, dict) else []
+
+
+def file_layout(path: str) -> str | None:
+    """The :mod:`checkpoint_layouts` name of the network in ``path``, or None (unknown or unreadable)."""
+    stat = os.stat(path)
+    version = (stat.st_mtime_ns, stat.st_size)
+    cached = _cache.get(path)
+    if cached is not None and cached[0] == version:
+        return cached[1]
+    try:
+        layout = identify_layout(state_dict_keys(path))
+    except Exception as err:   # not a checkpoint, damaged, pickle with code: it is simply not offered
+        logger.warning("SGPN: %s is not a readable weights file (%s: %s); not listed", path, type(err).__name__, err)
+        layout = None
+    name = layout.name if layout is not None else None
+    _cache[path] = (version, name)
+    return name
+
