@@ -10,9 +10,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-# SGPN demo template: (ArcFace 96×112 points + (8, 0) + 28) × 512/168.
-SGPN_TEMPLATE_512 = np.array([[202.04068, 242.88396], [309.43025, 242.28998], [256.07680, 303.95917],
-                              [211.95977, 366.82819], [300.89112, 366.33631]], dtype=np.float32)
+# ArcFace 96×112 five-point reference (the common face-recognition alignment target).
+ARCFACE_96X112 = np.array([[30.29459953, 51.69630051], [65.53179932, 51.50139999], [48.02519989, 71.73660278],
+                           [33.54930115, 92.3655014], [62.72990036, 92.20410156]])
+# SGPN demo template: ArcFace points squared to 112 (+8 in x), padded by 0.25 (+28), scaled 168 → 512.
+SGPN_TEMPLATE_512 = (ARCFACE_96X112 + (8.0, 0.0) + 28.0) * (512 / 168)
 # facexlib FaceRestoreHelper(face_size=512) template (FFHQ alignment, used by GFPGAN/CodeFormer).
 FFHQ_TEMPLATE_512 = np.array([[192.98138, 239.94708], [318.90277, 240.19360], [256.63416, 314.01935],
                               [201.26117, 371.41043], [313.08905, 371.15118]], dtype=np.float32)
@@ -22,7 +24,7 @@ D3DFR_SIZE = 224
 D3DFR_RESCALE = 102.0
 
 
-def get_template(name_or_points: str | np.ndarray = "sgpn", size: int = 512) -> np.ndarray:
+def get_template(name_or_points: str | np.ndarray = "sgpn", size: int = 512, dtype=np.float32) -> np.ndarray:
     """Five template points for a ``size``×``size`` crop: ``"sgpn"``, ``"ffhq"`` or explicit 512-px points."""
     if isinstance(name_or_points, str):
         if name_or_points not in TEMPLATES:
@@ -30,13 +32,13 @@ def get_template(name_or_points: str | np.ndarray = "sgpn", size: int = 512) -> 
                              "or five (x, y) points for a 512 crop")
         points = TEMPLATES[name_or_points]
     else:
-        points = np.asarray(name_or_points, dtype=np.float32)
+        points = np.asarray(name_or_points, dtype=np.float64)
         if points.shape != (5, 2) or not np.isfinite(points).all():
             raise ValueError(f"a custom template must be five finite (x, y) points, got shape {points.shape}")
-    return (points * (size / 512.0)).astype(np.float32)
+    return (points * (size / 512.0)).astype(dtype)
 
 
-def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+def similarity_transform(src: np.ndarray, dst: np.ndarray, dtype=np.float32) -> np.ndarray:
     """Least-squares similarity (Umeyama, no reflection) mapping ``src`` points onto ``dst``; (2, 3)."""
     src = np.asarray(src, dtype=np.float64)
     dst = np.asarray(dst, dtype=np.float64)
@@ -50,7 +52,7 @@ def similarity_transform(src: np.ndarray, dst: np.ndarray) -> np.ndarray:
     rot = u @ np.diag(sign) @ vt
     scale = (sig * sign).sum() / s_c.var(0).sum()
     trans = mu_d - scale * rot @ mu_s
-    return np.hstack([scale * rot, trans[:, None]]).astype(np.float32)
+    return np.hstack([scale * rot, trans[:, None]]).astype(dtype)
 
 
 def lm3d_five_points(lm68: np.ndarray) -> np.ndarray:

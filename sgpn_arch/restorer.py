@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 import torch
 
+from . import official_pipeline as official
 from .align import get_template, similarity_transform
 from .image_io import from_float, scale_of, split_alpha
 from .model import SGPN, build_sgpn
@@ -23,6 +24,10 @@ FIDELITY_MODES = ("default", "official")
 BORDER_GREY = (135 / 255, 133 / 255, 132 / 255)
 # ParseNet classes kept in the paste-back mask (skin, brows, eyes, ears, nose, mouth, lips; no hair/neck/cloth)
 PARSE_FACE_CLASSES = (1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 15)
+
+
+NO_FACE = ("no face found in the image; try a lower detection threshold, or --aligned if the image is an aligned "
+           "face crop")
 
 
 class NoFaceError(ValueError):
@@ -88,7 +93,8 @@ class FaceRestorer:
                                resolve_weights("d3dfr", d3dfr, allow_download), resolve_bfm_folder(bfm_folder))
         self.model = model.to(self.device).eval()
         self.size = model.size
-        self.template = get_template(template, self.size)
+        # official mode aligns in float64 like the demo (its crops are bicubic: tiny matrix errors show)
+        self.template = get_template(template, self.size, np.float64 if fidelity == "official" else np.float32)
         self.upscale, self.det_threshold, self.min_face_size = upscale, det_threshold, min_face_size
         self.bg_upsampler, self.batch_size, self.fidelity = bg_upsampler, batch_size, fidelity
 
@@ -166,13 +172,14 @@ class FaceRestorer:
         """
         if not 0 <= visibility <= 1:
             raise ValueError(f"visibility must be between 0 and 1, got {visibility}")
-        if self.fidelity == "official":
-            raise NotImplementedError("fidelity='official' is being built (issue 17); use fidelity='default'")
         if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or min(image.shape[:2]) < 2:
             raise ValueError("expected an image array of shape H×W, H×W×3 or H×W×4")
         colour, alpha = split_alpha(image)
         image01 = colour.astype(np.float32) / scale_of(image.dtype)
         bgr8 = np.clip(image01 * 255 + 0.5, 0, 255).astype(np.uint8)
+        if self.fidelity == "official":
+            return self._restore_official(bgr8, alpha, image, aligned, only_center_face, paste_back, visibility,
+                                          on_face)
         result = RestoreResult()
         if aligned:
             crop = cv2.resize(image01, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
@@ -184,8 +191,7 @@ class FaceRestorer:
         else:
             result.landmarks = self.detect(bgr8, only_center_face)
             if not result.landmarks:
-                raise NoFaceError("no face found in the image; try a lower detection threshold, or --aligned "
-                                  "if the image is an aligned face crop")
+                raise NoFaceError(NO_FACE)
             crops, affines = zip(*(self.align(image01, lm) for lm in result.landmarks))
             crop_lms = [lm @ a[:, :2].T + a[:, 2] for lm, a in zip(result.landmarks, affines)]
         restored, renders = self.restore_crops(list(crops), list(crop_lms), on_face)
@@ -203,6 +209,74 @@ class FaceRestorer:
         elif paste_back:
             canvas, result.face_mask = self.paste_back(image01, restored, result.affine_matrices)
             result.restored_image = self._finish(canvas, alpha, image)
+        return result
+
+    # --- the official demo's pre- and post-processing (fidelity="official") -------------------
+
+    def _restore_official_face(self, crop8: np.ndarray, crop_landmarks: np.ndarray, mask: torch.Tensor | None,
+                               visibility: float) -> tuple[np.ndarray, np.ndarray]:
+        """One uint8 crop → (restored crop, render), uint8 BGR, truncated as the demo does."""
+        lq = official.to_signed(crop8).to(self.device)
+        out = self.model.restore(lq, torch.from_numpy(np.asarray(crop_landmarks, np.float32))[None])
+        restored = out.restored
+        if visibility < 1:
+            restored = visibility * restored + (1 - visibility) * lq
+        if mask is not None:
+            restored = official.blend(restored, lq, mask)
+        return official.to_uint8(restored), official.to_uint8(out.render)
+
+    def _restore_official(self, bgr8: np.ndarray, alpha: np.ndarray | None, like: np.ndarray, aligned: bool,
+                          only_center_face: bool, paste_back: bool, visibility: float,
+                          on_face: Callable[[int, int], None] | None) -> RestoreResult:
+        """:meth:`restore` with the official demo's steps (:mod:`.official_pipeline`) around the same networks."""
+        result = RestoreResult()
+        if aligned:
+            crop = official.resize_aligned(bgr8, self.size)
+            crop_lm, note = self.detect_aligned(crop)
+            result.notes = [note] if note else []
+            if on_face is not None:
+                on_face(0, 1)
+            face, render = self._restore_official_face(crop, crop_lm, None, visibility)
+            scale = np.array([self.size / like.shape[1], self.size / like.shape[0]])
+            result.landmarks = [(crop_lm / scale).astype(np.float32)]
+            result.affine_matrices = [np.array([[scale[0], 0, 0], [0, scale[1], 0]], np.float32)]
+            result.cropped_faces, result.restored_faces, result.renders = [crop], [face], [render]
+            h, w = like.shape[0] * self.upscale, like.shape[1] * self.upscale
+            canvas = face.astype(np.float32) / 255
+            if (h, w) != canvas.shape[:2]:
+                canvas = cv2.resize(canvas, (w, h), interpolation=cv2.INTER_LINEAR)
+            result.face_mask = np.ones((h, w), np.float32)
+            result.restored_image = self._finish(canvas, alpha, like)
+            return result
+        result.landmarks = self.detect(bgr8, only_center_face)
+        if not result.landmarks:
+            raise NoFaceError(NO_FACE)
+        mask = official.paste_mask(self.size)
+        mask_t = torch.from_numpy(mask).to(self.device).view(1, 1, self.size, self.size)
+        canvas = bgr8.copy()
+        h, w = canvas.shape[:2]
+        union = np.zeros((h, w), np.float32)
+        for i, landmarks in enumerate(result.landmarks):
+            if on_face is not None:
+                on_face(i, len(result.landmarks))
+            affine = similarity_transform(landmarks, self.template, np.float64)
+            crop = official.crop_face(canvas, affine, self.size)      # earlier faces are already pasted in
+            face, render = self._restore_official_face(crop, landmarks @ affine[:, :2].T + affine[:, 2], mask_t,
+                                                       visibility)
+            official.paste_face(canvas, face, affine)
+            region = cv2.warpAffine(mask, affine, (w, h), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP)
+            union = np.maximum(union, region)
+            result.cropped_faces.append(crop)
+            result.restored_faces.append(face)
+            result.renders.append(render)
+            result.affine_matrices.append(affine.astype(np.float32))
+        if paste_back:
+            canvas = canvas.astype(np.float32) / 255
+            if self.upscale > 1 or self.bg_upsampler is not None:   # the demo has no upscale: resize its result
+                canvas = self.upsample_background(canvas)
+                union = cv2.resize(union, canvas.shape[1::-1], interpolation=cv2.INTER_LINEAR)
+            result.face_mask = union
+            result.restored_image = self._finish(canvas, alpha, like)
         return result
 
     # --- paste-back --------------------------------------------------------------------------
