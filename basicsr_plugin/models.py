@@ -6,24 +6,30 @@ import logging
 import os
 import re
 from collections import OrderedDict
+from contextlib import contextmanager
 from copy import deepcopy
 
 import torch
+from torch.nn.parallel import DataParallel
 
 from . import compat  # noqa: F401  (before basicsr)
 from basicsr.archs import build_network  # noqa: E402
 from basicsr.losses import build_loss  # noqa: E402
 from basicsr.losses.gan_loss import r1_penalty  # noqa: E402
 from basicsr.models.sr_model import SRModel  # noqa: E402
+from basicsr.utils.dist_util import master_only  # noqa: E402
 from basicsr.utils.registry import MODEL_REGISTRY  # noqa: E402
 
+from sgpn_arch.align import get_template  # noqa: E402
 from sgpn_arch.bfm import ParametricFaceModel  # noqa: E402
 from sgpn_arch.bfm_synthetic import write_synthetic_bfm  # noqa: E402
 from sgpn_arch.decoder_init import load_pretrained_decoder  # noqa: E402
+from sgpn_arch.image_io import atomic_output  # noqa: E402
 from sgpn_arch.renderer import MeshRenderer  # noqa: E402
 from sgpn_arch.shape_prior import ShapePrior  # noqa: E402
 
-from .data import check_keys  # noqa: E402
+from . import distributed  # noqa: E402
+from .options_check import check_options  # noqa: E402
 from .pretrained import load_pretrained  # noqa: E402
 
 logger = logging.getLogger("basicsr")
@@ -32,7 +38,7 @@ LOSS_KEYS = ("pixel_opt", "perceptual_opt", "gan_opt", "identity_opt", "coeff_op
 TRAIN_KEYS = set(LOSS_KEYS) | {"optim_g", "optim_d", "optim_d3dfr", "scheduler", "total_iter", "warmup_iter",
                                "ema_decay", "r1_reg_weight", "net_d_iters", "net_d_init_iters", "net_d_reg_every",
                                "fix_d3dfr", "lazy_r1_correction"}
-SHAPE_PRIOR_KEYS = {"bfm_folder", "renderer_backend"}
+SHAPE_PRIOR_KEYS = {"bfm_folder", "renderer_backend", "template"}
 
 
 def prune_checkpoints(models_dir: str, states_dir: str, keep: int | None) -> list[str]:
@@ -56,28 +62,58 @@ def _weight(loss_opt: dict | None) -> float:
     return float(loss_opt.get("loss_weight", 0.0)) if loss_opt else 0.0
 
 
+def _save_atomic(obj, path: str) -> None:
+    """``torch.save`` through a temporary file renamed onto ``path``: a kill leaves the previous file whole."""
+    with atomic_output(path) as tmp:
+        torch.save(obj, tmp)
+
+
+@contextmanager
+def _eval_mode(*modules: torch.nn.Module):
+    """Every submodule in eval mode inside the block; each one's own mode restored after."""
+    modes = [(m, m.training) for module in modules for m in module.modules()]
+    for module in modules:
+        module.eval()
+    try:
+        yield
+    finally:
+        for m, training in modes:
+            m.training = training
+
+
 @MODEL_REGISTRY.register()
 class SGPNModel(SRModel):
     """Generator + shape prior (D3DFR + BFM09 + renderer) [+ discriminator], with EMA.
 
     Every loss in ``train`` has a ``loss_weight``; 0 (or leaving the loss out) builds nothing for it.
+
+    Distributed (``--launcher pytorch``/``slurm``): every rank starts from rank 0's weights; the networks
+    that train (generator, discriminator, D3DFR when ``fix_d3dfr: false``) are wrapped in DDP, D3DFR alone
+    so that the BFM (``shape_prior.face_model``, ~100 MB of constants) and the renderer stay outside every
+    wrapper; the EMA copy is never wrapped (DDP or DataParallel). ``find_unused_parameters`` stays false:
+    each backward reaches every trainable parameter of the networks it runs through (the R1 term adds
+    ``0·D(x)`` for the last bias). Validation, EMA and checkpoints use the bare modules, so rank 0
+    validates alone without starting collectives. D3DFR is kept in eval mode even when fine-tuned: its
+    BatchNorm running statistics stay those of the pretrained model on every rank (small per-GPU batches
+    would make them noisy, and unsynchronised they would drift apart between ranks).
     """
 
     def __init__(self, opt: dict):
         super(SRModel, self).__init__(opt)   # BaseModel: SRModel's own __init__ builds a different network set
         self.use_gan, self.fix_d3dfr = False, True
         prior_opt = opt.get("shape_prior", {})
-        check_keys(prior_opt, SHAPE_PRIOR_KEYS, "shape_prior")
-        if opt.get("is_train"):
-            check_keys(opt["train"], TRAIN_KEYS, "train")
+        check_options(opt)
+        if opt["dist"]:
+            logger.info("distributed: %d processes, %s backend", opt["world_size"], torch.distributed.get_backend())
         self.net_g = self.model_to_device(build_network(opt["network_g"]))
         self._load(self.net_g, "network_g", "params")
         self._init_decoder()
-        d3dfr = build_network(opt["network_d3dfr"])
+        d3dfr = self.model_to_device(build_network(opt["network_d3dfr"]), trainable=False)  # wrapped if fine-tuned
         self._load(d3dfr, "network_d3dfr", "params")
         prior = ShapePrior(d3dfr, ParametricFaceModel.from_folder(self._bfm_folder(prior_opt)),
                            MeshRenderer(backend=prior_opt.get("renderer_backend", "torch")))
-        self.shape_prior = self.model_to_device(prior)
+        self.shape_prior = prior.to(self.device).eval()    # bare: validation, the HQ targets, checkpoints
+        self.train_prior = self.shape_prior                # the same with D3DFR's DDP wrapper when fine-tuned
         if self.is_train:
             self.init_training_settings()
 
@@ -90,7 +126,21 @@ class SGPNModel(SRModel):
             return prior_opt["bfm_folder"]
         logger.warning("shape_prior.bfm_folder is 'synthetic': a random 3D face model, for smoke runs only")
         root = self.opt["path"].get("experiments_root") or self.opt["path"].get("results_root") or "."
-        return str(write_synthetic_bfm(os.path.join(root, "synthetic_bfm")))
+        folder = os.path.join(root, "synthetic_bfm")
+        if self.opt.get("rank", 0) == 0:
+            write_synthetic_bfm(folder)
+        distributed.barrier()          # the other ranks read it once rank 0 has written it
+        return folder
+
+    def model_to_device(self, net: torch.nn.Module, trainable: bool = True) -> torch.nn.Module:
+        """To the device with rank 0's weights; a network that trains is wrapped in DDP (or DataParallel)."""
+        net = net.to(self.device)
+        distributed.broadcast_state(net)
+        if not (trainable and self.is_train):
+            return net
+        if self.opt["dist"]:
+            return distributed.wrap_ddp(net, self.opt.get("find_unused_parameters", False))
+        return DataParallel(net) if self.opt["num_gpu"] > 1 else net
 
     def _load(self, net, network_key: str, default_param_key: str, ema: bool = False) -> None:
         """Load ``path.pretrain_<network_key>``: official plain files, BasicSR ``params``/``params_ema``
@@ -136,11 +186,13 @@ class SGPNModel(SRModel):
         self.net_g.train()
         self.fix_d3dfr = train_opt.get("fix_d3dfr", True)
         self._check_frozen_d3dfr_resumes()
-        self.shape_prior.train(not self.fix_d3dfr)
-        self.shape_prior.requires_grad_(not self.fix_d3dfr)
+        self.shape_prior.requires_grad_(not self.fix_d3dfr)   # stays in eval mode: BatchNorm frozen (class doc)
+        if not self.fix_d3dfr:
+            self.train_prior = ShapePrior(self.model_to_device(self.shape_prior.d3dfr), self.shape_prior.face_model,
+                                          self.shape_prior.renderer)
         self.ema_decay = train_opt.get("ema_decay", 0)
         if self.ema_decay > 0:
-            self.net_g_ema = self.model_to_device(build_network(self.opt["network_g"]))
+            self.net_g_ema = self.model_to_device(build_network(self.opt["network_g"]), trainable=False)
             if self.opt["path"].get("pretrain_network_g"):
                 self._load(self.net_g_ema, "network_g", "params", ema=True)   # plain files: the same weights
             else:
@@ -172,7 +224,7 @@ class SGPNModel(SRModel):
         groups = [("optim_g", train_opt["optim_g"], self.net_g.parameters())]
         if not self.fix_d3dfr:
             groups.append(("optim_d3dfr", train_opt.get("optim_d3dfr", train_opt["optim_g"]),
-                           self.get_bare_model(self.shape_prior).d3dfr.parameters()))
+                           self.shape_prior.d3dfr.parameters()))
         if self.use_gan:
             groups.append(("optim_d", train_opt["optim_d"], self.net_d.parameters()))
         self.optimizers = []
@@ -206,13 +258,21 @@ class SGPNModel(SRModel):
 
     def feed_data(self, data: dict):
         self.lq = data["lq"].to(self.device)
-        self.landmarks = data["landmarks"].to(self.device)
+        self.landmarks = (data["landmarks"] if "landmarks" in data else self._template_landmarks()).to(self.device)
         self.crop_matrix = data["crop_matrix"].to(self.device) if "crop_matrix" in data else None
         if "gt" in data:
             self.gt = data["gt"].to(self.device)
 
-    def _restore(self, net):
-        prior = self.shape_prior(self.lq, self.landmarks, self.crop_matrix)
+    def _template_landmarks(self) -> torch.Tensor:
+        """Landmarks of faces fed without them (BasicSR's PairedImageDataset): the 5 template points of
+        ``shape_prior.template`` (default: the training set's template, else ``sgpn``)."""
+        default = self.opt.get("datasets", {}).get("train", {}).get("template", "sgpn")
+        name = self.opt.get("shape_prior", {}).get("template", default)
+        points = torch.from_numpy(get_template(name, self.lq.shape[-1]))
+        return points.expand(self.lq.shape[0], -1, -1)
+
+    def _restore(self, net, shape_prior):
+        prior = shape_prior(self.lq, self.landmarks, self.crop_matrix)
         return net(self.lq, prior.render, prior.coeffs), prior
 
     def optimize_parameters(self, current_iter: int):
@@ -224,14 +284,14 @@ class SGPNModel(SRModel):
             self.net_d.requires_grad_(False)
         if not train_g:
             with torch.no_grad():
-                self.output, _ = self._restore(self.net_g)
+                self.output, _ = self._restore(self.net_g, self.train_prior)
             self._optimize_d(current_iter, loss_dict)
             self.log_dict = self.reduce_loss_dict(loss_dict)
             return
         self.optimizer_g.zero_grad()
         if not self.fix_d3dfr:
             self.optimizer_d3dfr.zero_grad()
-        self.output, prior = self._restore(self.net_g)
+        self.output, prior = self._restore(self.net_g, self.train_prior)
         total = 0
         if "pixel_opt" in self.cri:
             loss_dict["l_pix"] = self.cri["pixel_opt"](self.output, self.gt)
@@ -282,13 +342,11 @@ class SGPNModel(SRModel):
         self.optimizer_d.step()
 
     def test(self):
-        net = self.net_g_ema if hasattr(self, "net_g_ema") else self.net_g
-        was_training = net.training
-        net.eval()
-        with torch.no_grad():
-            output, prior = self._restore(net)
+        """Bare (unwrapped) generator or its EMA and shape prior, in eval mode: no DDP collective runs."""
+        net = self.get_bare_model(self.net_g_ema if hasattr(self, "net_g_ema") else self.net_g)
+        with _eval_mode(net, self.shape_prior), torch.no_grad():
+            output, prior = self._restore(net, self.shape_prior)
         self.output, self.render = output.clamp(-1, 1), prior.render
-        net.train(was_training)
 
     def get_current_visuals(self) -> OrderedDict:
         to01 = lambda x: ((x + 1) / 2).detach().cpu()  # noqa: E731  (BasicSR's tensor2img expects [0, 1])
@@ -305,8 +363,27 @@ class SGPNModel(SRModel):
         if self.use_gan:
             self.save_network(self.net_d, "net_d", current_iter)
         if self._d3dfr_trains_or_random():
-            self.save_network(self.get_bare_model(self.shape_prior).d3dfr, "net_d3dfr", current_iter)
+            self.save_network(self.shape_prior.d3dfr, "net_d3dfr", current_iter)
         self.save_training_state(epoch, current_iter)
         if self.opt.get("rank", 0) == 0:
             prune_checkpoints(self.opt["path"]["models"], self.opt["path"]["training_states"],
                               self.opt["logger"].get("keep_checkpoints"))
+
+    @master_only
+    def save_network(self, net, net_label: str, current_iter: int, param_key="params"):
+        """BasicSR's ``models/<label>_<iter>.pth`` (bare state dicts, no ``module.``), written atomically."""
+        nets = net if isinstance(net, list) else [net]
+        keys = param_key if isinstance(param_key, list) else [param_key]
+        save_dict = {key: {k: v.cpu() for k, v in self.get_bare_model(n).state_dict().items()}
+                     for n, key in zip(nets, keys, strict=True)}
+        name = f"{net_label}_{'latest' if current_iter == -1 else current_iter}.pth"
+        _save_atomic(save_dict, os.path.join(self.opt["path"]["models"], name))
+
+    @master_only
+    def save_training_state(self, epoch: int, current_iter: int):
+        """BasicSR's ``training_states/<iter>.state`` (optimizers, schedulers), written atomically."""
+        if current_iter == -1:
+            return
+        state = {"epoch": epoch, "iter": current_iter, "optimizers": [o.state_dict() for o in self.optimizers],
+                 "schedulers": [s.state_dict() for s in self.schedulers]}
+        _save_atomic(state, os.path.join(self.opt["path"]["training_states"], f"{current_iter}.state"))
