@@ -20,6 +20,7 @@ from .weights import resolve_bfm_folder, resolve_weights, stage_for_facexlib
 logger = logging.getLogger(__name__)
 
 DETECTORS = ("retinaface_resnet50", "retinaface_mobile0.25")
+MIN_IMAGE_SIDE = 8   # pixels: anything smaller cannot show a face
 FIDELITY_MODES = ("default", "official")
 BORDER_GREY = (135 / 255, 133 / 255, 132 / 255)
 # ParseNet classes kept in the paste-back mask (skin, brows, eyes, ears, nose, mouth, lips; no hair/neck/cloth)
@@ -45,12 +46,24 @@ class RestoreResult:
     affine_matrices: list[np.ndarray] = field(default_factory=list)   # (2, 3) input → crop
     restored_image: np.ndarray | None = None    # input size × upscale, input's channels and dtype
     face_mask: np.ndarray | None = None         # float32 [H·up, W·up] in 0..1
+    notes: list[str] = field(default_factory=list)   # warnings about this input (e.g. an FFHQ-aligned crop)
 
 
 def pick_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` → CUDA, then MPS, then CPU."""
+    """``"auto"`` → CUDA, then MPS, then CPU; a named device must exist here (else ``ValueError``)."""
     if str(device) != "auto":
-        return torch.device(device)
+        try:
+            chosen = torch.device(device)
+        except (RuntimeError, TypeError):
+            raise ValueError(f"unknown device {device!r}; use auto, cpu, cuda, cuda:N or mps") from None
+        if chosen.type == "cuda" and (not torch.cuda.is_available() or (chosen.index or 0) >= torch.cuda.device_count()):
+            raise ValueError(f"device {device!r} is not available: this machine has "
+                             f"{torch.cuda.device_count()} CUDA device(s); use --device cpu or auto")
+        if chosen.type == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+            raise ValueError(f"device {device!r} is not available here (no Apple MPS); use --device cpu or auto")
+        if chosen.type not in ("cpu", "cuda", "mps"):
+            raise ValueError(f"device {device!r} is not supported; use auto, cpu, cuda, cuda:N or mps")
+        return chosen
     if torch.cuda.is_available():
         return torch.device("cuda")
     if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
@@ -68,6 +81,7 @@ class FaceRestorer:
     def __init__(self, model: SGPN | None = None, *, generator=None, d3dfr=None, bfm_folder=None,
                  device: str | torch.device = "auto", upscale: int = 2, detector: str = "retinaface_resnet50",
                  template="sgpn", use_parse: bool = False, det_threshold: float = 0.9, min_face_size: int = 0,
+                 min_eye_distance: float = 5.0, detection_size: int | None = 800,
                  bg_upsampler: Callable[[np.ndarray], np.ndarray] | None = None,
                  detector_rootpath: str | os.PathLike | None = None, allow_download: bool = True,
                  batch_size: int | None = None, fidelity: str = "default"):
@@ -83,19 +97,28 @@ class FaceRestorer:
             raise ValueError(f"det_threshold must be between 0 and 1, got {det_threshold}")
         if detector not in DETECTORS:
             raise ValueError(f"unknown detector {detector!r}; choose one of {DETECTORS}")
-        if (batch_size is not None and batch_size < 1) or min_face_size < 0:
-            raise ValueError("batch_size must be >= 1 and min_face_size >= 0")
+        if batch_size is not None and batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, got {batch_size}")
+        if min_face_size < 0 or min_eye_distance < 0:
+            raise ValueError(f"min_face_size and min_eye_distance must be 0 or more pixels, got {min_face_size} "
+                             f"and {min_eye_distance}")
+        if detection_size is not None and detection_size < 64:
+            raise ValueError(f"detection_size must be at least 64 pixels (or None: full resolution), "
+                             f"got {detection_size}")
         self.device = pick_device(device)
         if batch_size is None:   # faces per forward: batching pays on GPUs, not on CPU cores (benchmarks/RESULTS.md)
             batch_size = 1 if self.device.type == "cpu" else 4
         if model is None:
             model = build_sgpn(resolve_weights("sgpn", generator, allow_download),
-                               resolve_weights("d3dfr", d3dfr, allow_download), resolve_bfm_folder(bfm_folder))
+                               resolve_weights("d3dfr", d3dfr, allow_download),
+                               resolve_bfm_folder(bfm_folder, allow_download))
         self.model = model.to(self.device).eval()
         self.size = model.size
         # official mode aligns in float64 like the demo (its crops are bicubic: tiny matrix errors show)
         self.template = get_template(template, self.size, np.float64 if fidelity == "official" else np.float32)
         self.upscale, self.det_threshold, self.min_face_size = upscale, det_threshold, min_face_size
+        self.min_eye_distance, self.detection_size = min_eye_distance, detection_size
+        self._template_warned = False
         self.bg_upsampler, self.batch_size, self.fidelity = bg_upsampler, batch_size, fidelity
 
         from facexlib.detection import init_detection_model
@@ -122,19 +145,54 @@ class FaceRestorer:
     # --- detection and alignment ----------------------------------------------------------
 
     def detect(self, image_bgr: np.ndarray, only_center_face: bool = False) -> list[np.ndarray]:
-        """5-point landmarks ``(5,2)`` of the faces in a BGR uint8 image, largest first."""
+        """5-point landmarks ``(5,2)`` of the faces in a BGR uint8 image, largest first.
+
+        Photos whose shorter side exceeds ``detection_size`` are searched on a reduced copy (RetinaFace finds
+        faces up to ~512 px; larger ones come out as several partial faces) and the boxes and landmarks are
+        mapped back. Faces smaller than ``min_face_size`` or with eyes closer than ``min_eye_distance`` pixels
+        are skipped.
+        """
+        scale, (height, width) = 1.0, image_bgr.shape[:2]
+        if self.detection_size is not None and min(height, width) > self.detection_size:
+            scale = self.detection_size / min(image_bgr.shape[:2])
+            size = (max(1, round(image_bgr.shape[1] * scale)), max(1, round(image_bgr.shape[0] * scale)))
+            image_bgr = cv2.resize(image_bgr, size, interpolation=cv2.INTER_AREA)
         with torch.no_grad():
             found = self.detector.detect_faces(image_bgr, conf_threshold=self.det_threshold)
+        rows = np.asarray(found, np.float64).reshape(-1, 15)
+        # pixel centres: x_full = (x_small + 0.5) / scale - 0.5 (the resize maps centres onto centres)
+        boxes = (rows[:, :4] + 0.5) / scale - 0.5
+        points = ((rows[:, 5:15].reshape(-1, 5, 2) + 0.5) / scale - 0.5).astype(np.float32)
         faces = []
-        for row in np.asarray(found).reshape(-1, 15):
-            x0, y0, x1, y1 = row[:4]
-            if min(x1 - x0, y1 - y0) >= self.min_face_size:
-                faces.append((row[:4], row[5:15].reshape(5, 2).astype(np.float32)))
+        for box, landmarks in zip(boxes, points):
+            x0, y0, x1, y1 = box
+            eye_distance = float(np.linalg.norm(landmarks[1] - landmarks[0]))
+            if min(x1 - x0, y1 - y0) >= self.min_face_size and eye_distance >= self.min_eye_distance:
+                faces.append((box, landmarks))
         faces.sort(key=lambda f: -(f[0][2] - f[0][0]) * (f[0][3] - f[0][1]))
         if only_center_face and faces:
-            centre = np.array([image_bgr.shape[1] / 2, image_bgr.shape[0] / 2])
+            centre = np.array([width / 2, height / 2])
             faces = [min(faces, key=lambda f: np.linalg.norm((f[0][:2] + f[0][2:]) / 2 - centre))]
         return [landmarks for _, landmarks in faces]
+
+    def detect_aligned(self, crop_bgr8: np.ndarray) -> tuple[np.ndarray, str | None]:
+        """Landmarks of an aligned ``size``² crop (the template when no face is found), and a note when the
+        crop follows the FFHQ template of GFPGAN/CodeFormer crops instead of the weights' template (the
+        note is logged as a warning once per restorer)."""
+        found = self.detect(crop_bgr8, only_center_face=True)
+        if not found:
+            return self.template, None
+        ffhq = get_template("ffhq", self.size)
+        distance = lambda points: float(np.linalg.norm(found[0] - points, axis=1).mean())  # noqa: E731
+        if np.abs(self.template - ffhq).max() < 1 or distance(ffhq) >= distance(self.template):
+            return found[0], None
+        note = ("this aligned crop follows the FFHQ template (GFPGAN/CodeFormer crops), not the template the SGPN "
+                "weights expect (the face is about 17 % larger): restore the original photo, or this crop without "
+                "--aligned so that the face is re-aligned")
+        if not self._template_warned:
+            logger.warning(note)
+            self._template_warned = True
+        return found[0], note
 
     def align(self, image01: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Crop (float BGR, ``size``²) aligned to the template, and the input → crop affine."""
@@ -172,8 +230,11 @@ class FaceRestorer:
         """
         if not 0 <= visibility <= 1:
             raise ValueError(f"visibility must be between 0 and 1, got {visibility}")
-        if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or min(image.shape[:2]) < 2:
-            raise ValueError("expected an image array of shape H×W, H×W×3 or H×W×4")
+        if not isinstance(image, np.ndarray) or image.ndim not in (2, 3) or image.ndim == 3 and image.shape[2] > 4:
+            raise ValueError("expected an image array of shape H×W or H×W×C (C: 1 grey, 2 grey+alpha, 3 BGR, 4 BGRA)")
+        if min(image.shape[:2]) < MIN_IMAGE_SIDE:
+            raise ValueError(f"the image is only {image.shape[1]}×{image.shape[0]} pixels: too small to hold a face "
+                             f"(at least {MIN_IMAGE_SIDE} pixels a side)")
         colour, alpha = split_alpha(image)
         image01 = colour.astype(np.float32) / scale_of(image.dtype)
         bgr8 = np.clip(image01 * 255 + 0.5, 0, 255).astype(np.uint8)
@@ -183,8 +244,8 @@ class FaceRestorer:
         result = RestoreResult()
         if aligned:
             crop = cv2.resize(image01, (self.size, self.size), interpolation=cv2.INTER_LINEAR)
-            found = self.detect(cv2.resize(bgr8, (self.size, self.size)), only_center_face=True)
-            crop_lms = [found[0] if found else self.template]
+            landmarks, note = self.detect_aligned(cv2.resize(bgr8, (self.size, self.size)))
+            crop_lms, result.notes = [landmarks], [note] if note else []
             crops, affines = [crop], [np.array([[self.size / image.shape[1], 0, 0], [0, self.size / image.shape[0], 0]],
                                                np.float32)]
             result.landmarks = [crop_lms[0] / [self.size / image.shape[1], self.size / image.shape[0]]]
@@ -326,9 +387,11 @@ class FaceRestorer:
     def _finish(self, canvas01: np.ndarray, alpha: np.ndarray | None, like: np.ndarray) -> np.ndarray:
         """Back to the input's channel layout and dtype (alpha resized and re-attached)."""
         out = from_float(canvas01, like.dtype)
-        if like.ndim == 2 or like.shape[2] == 1:
+        if like.ndim == 2 or like.shape[2] in (1, 2):
             out = cv2.cvtColor(out, cv2.COLOR_BGR2GRAY)
-            return out if like.ndim == 2 else out[..., None]
+            if like.ndim == 2 or like.shape[2] == 1:
+                return out if like.ndim == 2 else out[..., None]
+            out = out[..., None]   # grey + alpha
         if alpha is not None:
             alpha = cv2.resize(alpha, (out.shape[1], out.shape[0]), interpolation=cv2.INTER_LINEAR)
             out = np.dstack([out, alpha])

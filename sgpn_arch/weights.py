@@ -1,8 +1,14 @@
 """Model zoo: where every weight file comes from, how it is verified, and where it is looked for.
 
-Resolution order for a weight ``name``: an explicit path → the environment variable of that weight
-(e.g. ``SGPN_WEIGHTS_SGPN``) → ``$SGPN_WEIGHTS_DIR/<filename>`` (default ``~/.cache/sgpn``) → a download
-(Hugging Face Hub via ``huggingface_hub``, or a URL), verified by sha256 when the hash is known.
+Resolution order for a weight ``name`` (:func:`locate_weights`, then :func:`resolve_weights`):
+
+1. an explicit path, then the weight's environment variable (e.g. ``SGPN_WEIGHTS_SGPN``);
+2. ``$SGPN_WEIGHTS_DIR/<filename>`` (default ``~/.cache/sgpn``) — where ``sgpn weights download`` and
+   ``sgpn weights import`` install the official release bundle (:mod:`sgpn_arch.bundle`);
+3. the Hugging Face cache of a mirror repository, only when ``SGPN_HF_REPO`` names one (no default: nobody
+   publishes an official Hub repository), served without network access;
+4. a download: the SGPN files come with the official release bundle (Google Drive), or from the
+   ``SGPN_HF_REPO`` mirror when set; the other files from their release URLs. Verified by sha256 where known.
 """
 
 from __future__ import annotations
@@ -18,8 +24,11 @@ from pathlib import Path
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_HF_REPO = "sgpn-restore/sgpn-weights"
+HF_REPO_ENV = "SGPN_HF_REPO"
 BFM_ENV = "SGPN_BFM_DIR"
+BFM_SUBDIR = "BFM"                       # inside weights_dir(): the BFM folder of an installed bundle
+BFM_FILES = ("BFM09_model_info.mat", "similarity_Lm3D_all.mat")
+DEFAULT_TIMEOUT = (5.0, 60.0)            # (connect, read) seconds of every download
 
 
 class WeightsError(FileNotFoundError):
@@ -34,12 +43,26 @@ class WeightSpec:
     filename: str
     description: str
     sha256: str | None = None
-    hf_filename: str | None = None        # file in the Hub repo (``SGPN_HF_REPO``); None: not on the Hub
+    hf_filename: str | None = None        # file in a ``SGPN_HF_REPO`` mirror; None: never looked for there
     url: str | None = None
+    in_bundle: bool = False               # part of the official SGPN release bundle (sgpn_arch.bundle)
 
     @property
     def env_var(self) -> str:
         return "SGPN_WEIGHTS_" + self.name.upper().replace(".", "").replace("-", "_")
+
+    @property
+    def local_names(self) -> tuple[str, ...]:
+        """File names this weight may have in ``weights_dir()`` (a ``.safetensors`` copy is accepted too)."""
+        return (self.filename, Path(self.filename).stem + ".safetensors")
+
+
+@dataclass(frozen=True)
+class Located:
+    """Where a weight file was found: ``path`` and ``origin`` (how it was found, for people)."""
+
+    path: Path
+    origin: str
 
 
 MODEL_ZOO: dict[str, WeightSpec] = {}
@@ -52,8 +75,10 @@ def register_weight(spec: WeightSpec) -> WeightSpec:
 
 
 for _spec in (
-    WeightSpec("sgpn", "sgpn.pth", "SGPN generator (official release)", hf_filename="sgpn.pth"),
-    WeightSpec("d3dfr", "d3dfr_finetune_ours.pth", "SGPN's fine-tuned D3DFR ResNet-50", hf_filename="d3dfr_finetune_ours.pth"),
+    WeightSpec("sgpn", "sgpn.pth", "SGPN generator (official release)", hf_filename="sgpn.safetensors",
+               in_bundle=True),
+    WeightSpec("d3dfr", "d3dfr_finetune_ours.pth", "SGPN's fine-tuned D3DFR ResNet-50",
+               hf_filename="d3dfr_finetune_ours.safetensors", in_bundle=True),
     WeightSpec("retinaface_resnet50", "detection_Resnet50_Final.pth", "facexlib RetinaFace ResNet-50 detector",
                sha256="6d1de9c2944f2ccddca5f5e010ea5ae64a39845a86311af6fdf30841b0a5a16d",
                url="https://github.com/xinntao/facexlib/releases/download/v0.1.0/detection_Resnet50_Final.pth"),
@@ -68,10 +93,17 @@ for _spec in (
 ):
     register_weight(_spec)
 
+RESTORE_WEIGHTS = ("sgpn", "d3dfr", "retinaface_resnet50")   # what `sgpn restore` needs with its defaults
+
 
 def weights_dir() -> Path:
     """Folder where downloaded weights are cached (``SGPN_WEIGHTS_DIR``, default ``~/.cache/sgpn``)."""
     return Path(os.environ.get("SGPN_WEIGHTS_DIR", Path.home() / ".cache" / "sgpn")).expanduser()
+
+
+def hf_repo() -> str | None:
+    """The Hugging Face mirror repository named by ``SGPN_HF_REPO``, or None (there is no default)."""
+    return os.environ.get(HF_REPO_ENV) or None
 
 
 def sha256sum(path: str | os.PathLike) -> str:
@@ -93,20 +125,22 @@ def verify(spec: WeightSpec, path: Path) -> None:
                            f"expected {spec.sha256}. Delete it and download it again.")
 
 
-def _download_hub(spec: WeightSpec) -> Path:
+def _download_hub(spec: WeightSpec, local_only: bool = False, timeout: float | None = None) -> Path:
+    """``spec.hf_filename`` of the ``SGPN_HF_REPO`` mirror through the Hugging Face cache."""
     from huggingface_hub import hf_hub_download
 
-    repo = os.environ.get("SGPN_HF_REPO", DEFAULT_HF_REPO)
-    return Path(hf_hub_download(repo_id=repo, filename=spec.hf_filename))
+    kwargs = {"etag_timeout": timeout} if timeout else {}
+    return Path(hf_hub_download(repo_id=hf_repo(), filename=spec.hf_filename, local_files_only=local_only, **kwargs))
 
 
-def _download_url(url: str, target: Path) -> Path:
+def _download_url(url: str, target: Path, timeout: float | tuple[float, float] | None = None) -> Path:
     """Download to ``target.part`` (resumed if present), then rename atomically."""
     target.parent.mkdir(parents=True, exist_ok=True)
     part = target.with_name(target.name + ".part")
     start = part.stat().st_size if part.exists() else 0
     request = urllib.request.Request(url, headers={"Range": f"bytes={start}-"} if start else {})
-    with urllib.request.urlopen(request, timeout=60) as response:
+    seconds = timeout if isinstance(timeout, (int, float)) else (timeout or DEFAULT_TIMEOUT)[-1]
+    with urllib.request.urlopen(request, timeout=seconds) as response:
         mode = "ab" if start and response.status == 206 else "wb"
         with open(part, mode) as fout:
             shutil.copyfileobj(response, fout)
@@ -114,37 +148,71 @@ def _download_url(url: str, target: Path) -> Path:
     return target
 
 
-def resolve_weights(name: str, path: str | os.PathLike | None = None, allow_download: bool = True) -> Path:
-    """Local path of weight ``name``, downloading and verifying it if needed."""
+def _hub_cached(spec: WeightSpec) -> Path | None:
+    """The mirror's file from the local Hugging Face cache (no network), or None."""
+    if not (hf_repo() and spec.hf_filename):
+        return None
+    try:
+        return _download_hub(spec, local_only=True)
+    except Exception:  # not cached (LocalEntryNotFoundError), huggingface_hub missing, bad repo id
+        return None
+
+
+def locate_weights(name: str, path: str | os.PathLike | None = None) -> Located | None:
+    """Where weight ``name`` is on this machine (steps 1-3 of the module docstring), or None; never downloads.
+
+    An explicit path or environment variable that points nowhere raises :class:`WeightsError`; a cached file
+    with a known sha256 that does not match raises too.
+    """
     if name not in MODEL_ZOO:
         raise WeightsError(f"unknown weights {name!r}; known: {sorted(MODEL_ZOO)}")
     spec = MODEL_ZOO[name]
-    looked = []
     for candidate, origin in ((path, "given path"), (os.environ.get(spec.env_var), spec.env_var)):
         if candidate:
             candidate = Path(candidate).expanduser()
             if not candidate.is_file():
                 raise WeightsError(f"{spec.description}: {origin} {candidate} does not exist")
-            return candidate
-    cached = weights_dir() / spec.filename
-    looked.append(str(cached))
-    if cached.is_file():
-        verify(spec, cached)
-        return cached
+            return Located(candidate, origin)
+    for local_name in spec.local_names:
+        cached = weights_dir() / local_name
+        if cached.is_file():
+            if local_name == spec.filename:
+                verify(spec, cached)
+            return Located(cached, "SGPN_WEIGHTS_DIR")
+    hub = _hub_cached(spec)
+    if hub is not None:
+        verify(spec, hub)
+        return Located(hub, f"Hugging Face cache of {hf_repo()}")
+    return None
+
+
+def _download(spec: WeightSpec, timeout) -> tuple[Path | None, list[str]]:
+    """Try the download sources of ``spec``; returns the file (or None) and what went wrong per source."""
     errors = []
-    if allow_download and spec.hf_filename:
+    if hf_repo() and spec.hf_filename:
         try:
-            downloaded = _download_hub(spec)
-            verify(spec, downloaded)
-            return downloaded
-        except WeightsError:
-            raise
+            downloaded = _download_hub(spec, timeout=timeout if isinstance(timeout, (int, float)) else None)
         except Exception as err:  # offline, missing repo/file, HTTP errors
-            errors.append(f"Hugging Face Hub {os.environ.get('SGPN_HF_REPO', DEFAULT_HF_REPO)}/{spec.hf_filename}: "
-                          f"{type(err).__name__}")
-    if allow_download and spec.url:
+            errors.append(f"Hugging Face Hub {hf_repo()}/{spec.hf_filename}: {type(err).__name__}: {err}".strip())
+        else:
+            verify(spec, downloaded)
+            return downloaded, errors
+    if spec.in_bundle:
+        from .bundle import download_bundle
+
         try:
-            downloaded = _download_url(spec.url, cached)
+            download_bundle(timeout=timeout)
+        except WeightsError as err:
+            errors.append(str(err))
+        else:
+            found = locate_weights(spec.name)
+            if found is not None:
+                return found.path, errors
+            errors.append(f"the release bundle held no {spec.description}")
+    if spec.url:
+        cached = weights_dir() / spec.filename
+        try:
+            downloaded = _download_url(spec.url, cached, timeout)
         except Exception as err:
             errors.append(f"{spec.url}: {type(err).__name__}: {err}")
         else:
@@ -153,21 +221,71 @@ def resolve_weights(name: str, path: str | os.PathLike | None = None, allow_down
             except WeightsError:
                 downloaded.unlink()
                 raise
+            return downloaded, errors
+    return None, errors
+
+
+def resolve_weights(name: str, path: str | os.PathLike | None = None, allow_download: bool = True,
+                    timeout: float | tuple[float, float] | None = None) -> Path:
+    """Local path of weight ``name``, downloading and verifying it if needed.
+
+    ``timeout`` bounds each network wait (seconds, or ``(connect, read)``; default ``DEFAULT_TIMEOUT``).
+    """
+    found = locate_weights(name, path)
+    if found is not None:
+        return found.path
+    spec = MODEL_ZOO[name]
+    looked = [str(weights_dir() / spec.filename)] + ([f"Hugging Face cache of {hf_repo()}"] if hf_repo() else [])
+    if allow_download:
+        downloaded, errors = _download(spec, timeout)
+        if downloaded is not None:
             return downloaded
-    tried = "; ".join(errors) if errors else ("downloads disabled" if not allow_download else "no download source")
+        tried = "; ".join(errors) if errors else "no download source"
+    else:
+        tried = "downloads disabled"
+    how = (f"rovide it with the matching option, the {spec.env_var} environment variable, or by placing it in "
+           f"{weights_dir()} (SGPN_WEIGHTS_DIR).")
+    if spec.in_bundle:
+        from .bundle import HOW_TO_GET_BUNDLE
+
+        how = ("" if HOW_TO_GET_BUNDLE in tried else HOW_TO_GET_BUNDLE + " ") + "Or p" + how
+    else:
+        how = "P" + how
     raise WeightsError(f"{spec.description} ({spec.filename}) not found. Looked in: {', '.join(looked)}; "
-                       f"download: {tried}. Provide it with the matching option, the {spec.env_var} environment "
-                       f"variable, or by placing it in {weights_dir()} (SGPN_WEIGHTS_DIR).")
+                       f"download: {tried.rstrip('.')}. {how}")
 
 
-def resolve_bfm_folder(folder: str | os.PathLike | None = None) -> Path:
-    """The user-supplied BFM folder (option or ``SGPN_BFM_DIR``); the BFM cannot be downloaded."""
+def installed_bfm_folder() -> Path:
+    """Where ``sgpn weights download``/``import`` installs the BFM of the release bundle."""
+    return weights_dir() / BFM_SUBDIR
+
+
+def locate_bfm_folder(folder: str | os.PathLike | None = None) -> Located | None:
+    """The BFM folder from the option, ``SGPN_BFM_DIR`` or an installed bundle, or None; never downloads."""
+    for candidate, origin in ((folder, "given path"), (os.environ.get(BFM_ENV), BFM_ENV)):
+        if candidate:
+            return Located(Path(candidate).expanduser(), origin)
+    installed = installed_bfm_folder()
+    if all((installed / name).is_file() for name in BFM_FILES):
+        return Located(installed, "SGPN_WEIGHTS_DIR (release bundle)")
+    return None
+
+
+def resolve_bfm_folder(folder: str | os.PathLike | None = None, allow_download: bool = False,
+                       timeout: float | tuple[float, float] | None = None) -> Path:
+    """The BFM folder: option → ``SGPN_BFM_DIR`` → the bundle's ``BFM/`` in ``weights_dir()`` → (if allowed)
+    a download of the release bundle. The files in it are checked when the 3DMM loads."""
     from .bfm import GET_BFM
 
-    folder = folder or os.environ.get(BFM_ENV)
-    if not folder:
-        raise WeightsError(f"no BFM folder given. {GET_BFM}")
-    return Path(folder).expanduser()
+    found = locate_bfm_folder(folder)
+    if found is None and allow_download:
+        from .bundle import download_bundle
+
+        download_bundle(timeout=timeout)
+        found = locate_bfm_folder()
+    if found is None:
+        raise WeightsError(f"no BFM folder given and none installed in {installed_bfm_folder()}. {GET_BFM}")
+    return found.path
 
 
 def stage_for_facexlib(name: str, folder: str | os.PathLike | None = None, allow_download: bool = True) -> Path:
