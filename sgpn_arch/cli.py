@@ -99,7 +99,8 @@ def add_restore_arguments(parser: argparse.ArgumentParser) -> None:
                              "0: full resolution, which splits faces over ~512 px into partial faces)")
     parser.add_argument("--template", default="sgpn", choices=["sgpn", "ffhq"], help="alignment template of the weights")
     parser.add_argument("--parse", action="store_true", help="face-parsing paste-back mask (downloads ParseNet)")
-    parser.add_argument("--match-official", action="store_true", help="the official SGPN demo's crop, rounding and paste-back, pixel for pixel (use --upscale 1)")
+    parser.add_argument("--match-official", action="store_true",
+                        help="the official SGPN demo's crop, rounding and paste-back, pixel for pixel (use --upscale 1)")
     parser.add_argument("--bg-upsampler", default="none", choices=["none", "realesrgan"],
                         help="upsample the background of whole photos with Real-ESRGAN x2plus "
                              "(pip install \"sgpn-restore[realesrgan]\"; slow on CPU)")
@@ -138,7 +139,8 @@ def build_restorer(args, model=None):
                             use_parse=args.parse, det_threshold=args.det_threshold, min_face_size=args.min_face_size,
                             min_eye_distance=args.min_eye_distance, detection_size=args.detection_size or None,
                             bg_upsampler=bg_upsampler, detector_rootpath=args.detector_dir,
-                            allow_download=not args.offline, fidelity="official" if args.match_official else "default")
+                            allow_download=not args.offline,
+                            fidelity="official" if args.match_official else "default")
     if args.compile or args.dtype != "float32":
         restorer.model.accelerate(compile=args.compile, dtype=getattr(torch, args.dtype))
     if args.keep_memory and restorer.device.type == "cpu":

@@ -163,3 +163,16 @@ def test_official_paste_mask_and_truncation():
     assert mask[256, 256] == pytest.approx(1, abs=1e-6) and mask[0, 0] < 1e-3 and 0.4 < mask[256, 26] < 0.6
     signed = torch.tensor([[[[0.99], [-1.0], [0.0]]]]).expand(1, 3, 3, 1)
     assert official_pipeline.to_uint8(signed)[:, 0, 0].tolist() == [253, 0, 127]   # truncated, not rounded
+
+
+def test_cli_match_official_builds_an_official_restorer(tiny_sgpn, retinaface_dir):
+    import argparse
+
+    from sgpn_arch.cli import add_restore_arguments, build_restorer
+
+    parser = argparse.ArgumentParser()
+    add_restore_arguments(parser)
+    common = ["-i", "in", "-o", "out", "--upscale", "1", "--device", "cpu", "--detector", "retinaface_mobile0.25",
+              "--detector-dir", str(retinaface_dir)]
+    assert build_restorer(parser.parse_args(common + ["--match-official"]), tiny_sgpn).fidelity == "official"
+    assert build_restorer(parser.parse_args(common), tiny_sgpn).fidelity == "default"
