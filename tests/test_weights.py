@@ -157,6 +157,7 @@ def test_hub_download_from_local_cache_and_sha256_mismatch(tmp_path):
 
 def test_bfm_folder_comes_from_option_or_environment(monkeypatch, tmp_path):
     monkeypatch.delenv(weights.BFM_ENV, raising=False)
+    monkeypatch.setenv("SGPN_WEIGHTS_DIR", str(tmp_path / "empty_cache"))
     with pytest.raises(WeightsError, match="BFM"):
         weights.resolve_bfm_folder()
     monkeypatch.setenv(weights.BFM_ENV, str(tmp_path))
