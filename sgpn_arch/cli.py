@@ -83,7 +83,7 @@ def add_restore_arguments(parser: argparse.ArgumentParser) -> None:
     from .image_io import OUTPUT_FORMATS
 
     parser.add_argument("-i", "--input", type=Path, required=True, help="image file or folder")
-    parser.add_argument("-o", "--output", type=Path, required=True, help="output folder")
+    parser.add_argument("-o", "--output", type=Path, default=Path("results"), help="output folder (default: results)")
     parser.add_argument("--upscale", type=int, default=2, help="output scale of whole photos (1-8, default 2)")
     parser.add_argument("--aligned", action="store_true", help="inputs are aligned face crops")
     parser.add_argument("--only-center-face", action="store_true", help="restore only the face nearest the centre")
