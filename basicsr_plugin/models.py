@@ -11,12 +11,14 @@ from copy import deepcopy
 
 import torch
 from torch.nn.parallel import DataParallel
+from tqdm import tqdm
 
 from . import compat  # noqa: F401  (before basicsr)
 from basicsr.archs import build_network  # noqa: E402
 from basicsr.losses import build_loss  # noqa: E402
 from basicsr.losses.gan_loss import r1_penalty  # noqa: E402
 from basicsr.models.sr_model import SRModel  # noqa: E402
+from basicsr.utils import imwrite, tensor2img  # noqa: E402
 from basicsr.utils.dist_util import master_only  # noqa: E402
 from basicsr.utils.registry import MODEL_REGISTRY  # noqa: E402
 
@@ -29,6 +31,7 @@ from sgpn_arch.renderer import MeshRenderer  # noqa: E402
 from sgpn_arch.shape_prior import ShapePrior  # noqa: E402
 
 from . import distributed  # noqa: E402
+from .metrics import ValidationMetrics  # noqa: E402
 from .options_check import check_options  # noqa: E402
 from .pretrained import load_pretrained  # noqa: E402
 
@@ -354,6 +357,44 @@ class SGPNModel(SRModel):
         if hasattr(self, "gt"):
             out["gt"] = to01(self.gt)
         return out
+
+    def nondist_validation(self, dataloader, current_iter, tb_logger, save_img):
+        """BasicSR's validation loop (same image paths, log lines and best-value tracking) with the metrics of
+        :class:`~basicsr_plugin.metrics.ValidationMetrics`: FID over the set, NIQE at any size, LQ-only sets,
+        metrics whose weights are missing skipped with a note."""
+        dataset_name = dataloader.dataset.opt["name"]
+        metrics = ValidationMetrics(self.opt["val"].get("metrics") or {})
+        for val_data in tqdm(dataloader, unit="image", disable=not self.opt["val"].get("pbar", False)):
+            img_name = os.path.splitext(os.path.basename(val_data["lq_path"][0]))[0]
+            self.feed_data(val_data)
+            self.test()
+            visuals = self.get_current_visuals()
+            result = tensor2img([visuals["result"]])
+            metrics.add(result, tensor2img([visuals["gt"]]) if "gt" in visuals else None)
+            for name in ("gt", "lq", "output"):
+                self.__dict__.pop(name, None)
+            if save_img:
+                imwrite(result, self._visualization_path(img_name, dataset_name, current_iter))
+        self.metric_results = metrics.results()
+        if not self.metric_results:
+            return
+        if not hasattr(self, "best_metric_results"):
+            self.best_metric_results = {}
+        best = self.best_metric_results.setdefault(dataset_name, {})
+        for name, value in self.metric_results.items():
+            better = metrics.better(name)
+            best.setdefault(name, {"better": better, "val": float("-inf") if better == "higher" else float("inf"),
+                                   "iter": -1})
+            self._update_best_metric_result(dataset_name, name, value, current_iter)
+        self._log_validation_metric_values(current_iter, dataset_name, tb_logger)
+
+    def _visualization_path(self, img_name: str, dataset_name: str, current_iter) -> str:
+        """Where BasicSR saves a validation image (training: per image and iteration; test: per set)."""
+        folder = self.opt["path"]["visualization"]
+        if self.opt["is_train"]:
+            return os.path.join(folder, img_name, f"{img_name}_{current_iter}.png")
+        suffix = self.opt["val"].get("suffix") or self.opt["name"]
+        return os.path.join(folder, dataset_name, f"{img_name}_{suffix}.png")
 
     def save(self, epoch: int, current_iter: int):
         if hasattr(self, "net_g_ema"):

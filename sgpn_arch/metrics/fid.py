@@ -132,6 +132,20 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * trace_sqrt)
 
 
+def cached_fid_inception(weights=None, device=None) -> FIDInception:
+    """The FID Inception for ``weights`` on ``device`` (default: CUDA if available), built once."""
+    device = default_device(device)
+    return cached_network("fid", lambda: build_fid_inception(weights, device), str(weights), str(device))
+
+
+def fid_against_ffhq(feats: np.ndarray, stats=None) -> float:
+    """FID of ``[N,2048]`` Inception features (N ≥ 2) against the FFHQ-512 statistics."""
+    if len(feats) < 2:
+        raise ValueError("FID needs at least 2 images")
+    real_mean, real_cov = load_fid_stats(stats)
+    return frechet_distance(feats.mean(0), np.cov(feats, rowvar=False), real_mean, real_cov)
+
+
 def calculate_fid_ffhq(imgs: Sequence[np.ndarray] | str | os.PathLike, stats=None, weights=None, device=None,
                        batch_size: int = 8) -> float:
     """FID of HWC BGR images (a list, or a folder of image files) against the FFHQ-512 statistics."""
@@ -139,8 +153,5 @@ def calculate_fid_ffhq(imgs: Sequence[np.ndarray] | str | os.PathLike, stats=Non
         imgs = _read_folder(Path(imgs))
     if len(imgs) < 2:
         raise ValueError("FID needs at least 2 images")
-    device = default_device(device)
-    real_mean, real_cov = load_fid_stats(stats)
-    model = cached_network("fid", lambda: build_fid_inception(weights, device), str(weights), str(device))
-    feats = inception_features(imgs, model, batch_size)
-    return frechet_distance(feats.mean(0), np.cov(feats, rowvar=False), real_mean, real_cov)
+    load_fid_stats(stats)             # a missing statistics file fails before the features are computed
+    return fid_against_ffhq(inception_features(imgs, cached_fid_inception(weights, device), batch_size), stats)
