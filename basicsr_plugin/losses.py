@@ -15,7 +15,9 @@ from sgpn_arch.arcface import ArcFaceResNet18, to_arcface_input  # noqa: E402
 from sgpn_arch.checkpoints import load_state_dict_file, load_strict  # noqa: E402
 from sgpn_arch.weights import resolve_weights  # noqa: E402
 
-VGG19_LAYERS = {"conv1_2": 2, "conv2_2": 7, "conv3_4": 16, "conv4_4": 25, "conv5_4": 34}   # ReLU indices
+# index of each convolution in torchvision's vgg19().features: its output is taken before the ReLU that
+# follows it (BasicSR/GFPGAN's perceptual-loss convention for these layer names)
+VGG19_LAYERS = {"conv1_2": 2, "conv2_2": 7, "conv3_4": 16, "conv4_4": 25, "conv5_4": 34}
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -27,7 +29,8 @@ def _weights(path: str | None, zoo_name: str) -> str:
 
 @LOSS_REGISTRY.register()
 class SGPNPerceptualLoss(nn.Module):
-    """L1 distance of VGG-19 features of images in [-1, 1]; VGG weights from a local file (no download)."""
+    """L1 distance of VGG-19 features (pre-ReLU outputs of the named convs) of images in [-1, 1]; VGG weights
+    from the weights zoo (``vgg_path`` or zoo name ``vgg19``)."""
 
     def __init__(self, layer_weights: dict[str, float], vgg_path: str | None = None, loss_weight: float = 1.0):
         super().__init__()
@@ -50,7 +53,7 @@ class SGPNPerceptualLoss(nn.Module):
         for i, layer in enumerate(self.features):
             x = layer(x)
             if i in self.layer_weights:
-                out[i] = x
+                out[i] = x.clone()     # the next (in-place) ReLU would overwrite it
         return out
 
     def forward(self, output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -60,7 +63,8 @@ class SGPNPerceptualLoss(nn.Module):
 
 @LOSS_REGISTRY.register()
 class IdentityLoss(nn.Module):
-    """L2 distance between ArcFace embeddings of the restored and the HQ face (GFPGAN's identity loss)."""
+    """Mean absolute (L1) distance between ArcFace embeddings of the restored and the HQ face (GFPGAN's
+    identity loss, which is also L1)."""
 
     def __init__(self, arcface_path: str | None = None, loss_weight: float = 1.0):
         super().__init__()
