@@ -36,9 +36,10 @@ OFFICIAL_BUNDLE_ID = "14GsUEJHJxDpJSiZRFB0Eo9oGcshcI6a3"
 OFFICIAL_BUNDLE_PAGE = f"https://drive.google.com/file/d/{OFFICIAL_BUNDLE_ID}/view"
 BUNDLE_URL_ENV = "SGPN_BUNDLE_URL"        # another address of the same bundle (a mirror, a local server)
 MANIFEST = "bundle.json"                  # in weights_dir(): what the last install put there
-HOW_TO_GET_BUNDLE = (f"Get the official SGPN release bundle with `sgpn weights download`, or download it in a browser "
-                     f"from {OFFICIAL_BUNDLE_PAGE} and run `sgpn weights import PATH` (archive or extracted folder); "
-                     f"{BUNDLE_URL_ENV} points the download at a mirror, SGPN_WEIGHTS_DIR sets where it is installed.")
+HOW_TO_GET_BUNDLE = (f"Get the official SGPN release bundle with `sgpn weights download` (needs the network), or "
+                     f"download it in a browser from {OFFICIAL_BUNDLE_PAGE} and run `sgpn weights import PATH` "
+                     f"(archive or extracted folder); {BUNDLE_URL_ENV} points the download at a mirror, "
+                     f"SGPN_WEIGHTS_DIR sets where it is installed.")
 BFM_LICENCE = ("The BFM files come from the Basel Face Model 2009 (University of Basel), licensed for non-commercial "
                "research only; by using them you accept its licence (https://faces.dmi.unibas.ch/bfm/). The SGPN "
                "weights are licensed by Tencent for academic research only.")
@@ -375,7 +376,7 @@ def install_bundle(source: str | os.PathLike, *, consume: bool = False, origin: 
         report = BundleReport(origin or str(source), skipped=skipped)
         _publish(staged, staging / "out", report)
         _write_manifest(report)
-        logger.info("installed the SGPN release bundle from %s into %s", report.source, root)
+        logger.debug("installed the SGPN release bundle from %s into %s", report.source, root)
         return report
     finally:
         shutil.rmtree(staging, ignore_errors=True)
@@ -400,17 +401,29 @@ def download_bundle(url: str | None = None, timeout: float | tuple[float, float]
                        resume=True, timeout=timeout or DEFAULT_TIMEOUT)
     except (requests.RequestException, OSError, gdown.exceptions.FileURLRetrievalError,
             gdown.exceptions.DownloadError) as err:
-        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         with contextlib.suppress(OSError):   # empty: nothing to resume
             target.parent.rmdir()
-        raise BundleError(f"cannot download the SGPN release bundle from {where}: {type(err).__name__}: "
-                          f"{reason[:300]}. {HOW_TO_GET_BUNDLE}") from None
+        raise BundleError(f"cannot download the SGPN release bundle from {where}: {_root_cause(err)}. "
+                          f"{HOW_TO_GET_BUNDLE}") from None
     try:
         return install_bundle(target, consume=True, origin=where)
     finally:                      # installed, or damaged: either way the next try starts from scratch
         target.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             target.parent.rmdir()
+
+
+def _root_cause(err: BaseException) -> str:
+    """The innermost reason of a network error (requests wraps urllib3 wraps socket errors), on one line."""
+    while True:
+        inner = getattr(err, "reason", None)
+        if not isinstance(inner, BaseException) and err.args and isinstance(err.args[0], BaseException):
+            inner = err.args[0]
+        if not isinstance(inner, BaseException) or inner is err:
+            break
+        err = inner
+    text = (str(err).strip().splitlines() or [""])[0]
+    return f"{type(err).__name__}: {text[:240]}" if text else type(err).__name__
 
 
 def read_manifest() -> dict:

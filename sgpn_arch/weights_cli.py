@@ -28,8 +28,8 @@ def add_weights_parser(sub) -> None:
 
 def run_weights(args: argparse.Namespace) -> int:
     """Run ``sgpn weights <action>``; returns the exit code."""
-    from . import metrics, peers  # noqa: F401  (their networks register in the zoo)
-
+    if args.action in ("list", "verify") and not args.names or set(getattr(args, "names", ())) - set(MODEL_ZOO):
+        from . import metrics, peers  # noqa: F401  (their networks register in the zoo)
     if args.action == "import":
         from .bundle import install_bundle
 
