@@ -224,17 +224,20 @@ def _extract(archive: Path, kind: str, into: Path) -> None:
     try:
         if kind == "zip":
             with zipfile.ZipFile(archive) as zfile:
-                for info in zfile.infolist():
-                    target = (into / info.filename).resolve()
-                    if not target.is_relative_to(into.resolve()):
-                        raise BundleError(f"{archive} has a member outside its folder ({info.filename}); refused")
-                zfile.extractall(into)
+                outside = [i.filename for i in zfile.infolist()
+                           if not (into / i.filename).resolve().is_relative_to(into.resolve())]
+                if not outside:
+                    zfile.extractall(into)
         else:
             with tarfile.open(archive) as tfile:
-                tfile.extractall(into, filter="data")
+                tfile.extractall(into, filter="data")   # refuses members outside ``into`` (tarfile.OutsideDestinationError)
+                outside = []
     except (zipfile.BadZipFile, tarfile.TarError, EOFError, OSError, ValueError) as err:
         raise BundleError(f"{archive} is a damaged {kind} archive ({type(err).__name__}: {err}). Download it again. "
                           f"{HOW_TO_GET_BUNDLE}") from None
+    if outside:
+        raise BundleError(f"{archive} has members outside its folder ({', '.join(outside[:3])}): refused, nothing "
+                          f"installed. {HOW_TO_GET_BUNDLE}")
 
 
 def _files_of(folder: Path) -> list[Path]:

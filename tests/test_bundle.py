@@ -197,6 +197,16 @@ def test_damaged_archive_installs_nothing(official_folder, cache, tmp_path):
     _assert_nothing_installed(cache)
 
 
+def test_archive_members_outside_the_folder_are_refused(official_folder, cache, tmp_path):
+    archive = _zip(official_folder, tmp_path / "bundle.zip")
+    with zipfile.ZipFile(archive, "a") as handle:
+        handle.writestr("../../escaped.txt", "1 2 3")
+    with pytest.raises(BundleError, match=r"members outside its folder \(../../escaped.txt\)"):
+        install_bundle(archive)
+    _assert_nothing_installed(cache)
+    assert not list(tmp_path.rglob("escaped.txt"))
+
+
 def test_bfm_half_present_is_refused(official_folder, cache, tmp_path):
     archive = _zip(official_folder, tmp_path / "bundle.zip", skip=("BFM/similarity_Lm3D_all.mat",))
     with pytest.raises(BundleError, match="BFM09_model_info.mat without similarity_Lm3D_all.mat"):
