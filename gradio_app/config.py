@@ -21,6 +21,19 @@ def _env_int(name: str, default: int, minimum: int) -> int:
     return value
 
 
+def _env_float(name: str, default: float, minimum: float) -> float:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a number; set it to a number >= {minimum} or unset it") from None
+    if value < minimum:
+        raise ValueError(f"{name}={value} is too small; set it to a number >= {minimum} or unset it")
+    return value
+
+
 def _env_str(name: str, default: str | None = None) -> str | None:
     raw = os.environ.get(name, "").strip()
     return raw or default
@@ -33,22 +46,27 @@ def _env_flag(name: str, default: bool) -> bool:
 
 @dataclass(frozen=True)
 class DemoConfig:
-    """Everything the demo can be told from outside.
+    """Everything the demo can be told from outside (each field's variable is listed in gradio_app/README.md).
 
     Input size limits: a photo whose longer side exceeds ``max_side`` or whose pixel count exceeds
-    ``max_pixels`` is downscaled to fit (``oversize="downscale"``) or refused (``"refuse"``).
-    ``concurrency`` bounds how many restorations run at once and ``queue_size`` how many wait;
-    ``max_file_size`` bounds uploads (Gradio size string). The model settings go to
-    :class:`sgpn_arch.restorer.FaceRestorer`; weights left ``None`` are resolved by the weights zoo
-    (``SGPN_WEIGHTS_<NAME>``, ``SGPN_WEIGHTS_DIR``, the Hub repo ``SGPN_HF_REPO``; BFM: ``SGPN_BFM_DIR``).
+    ``max_pixels`` is downscaled to fit (``oversize="downscale"``) or refused (``"refuse"``); a photo whose
+    shorter side is below ``min_side`` is enlarged before detection. The upscale factor is lowered so that the
+    output's longer side stays within ``max_output_side``. ``concurrency`` restorations run at once (each with
+    its own detector, sharing one SGPN), ``queue_size`` requests wait; ``max_file_size`` bounds uploads (Gradio
+    size string). The model settings go to :class:`sgpn_arch.restorer.FaceRestorer`; weights left ``None`` are
+    resolved by the weights zoo (:func:`sgpn_arch.weights.resolve_weights`), each network wait bounded by
+    ``download_timeout`` seconds.
     """
 
     max_side: int = 2048
     max_pixels: int = 4_000_000
     oversize: str = "downscale"
+    min_side: int = 256
     max_upscale: int = 4
     default_upscale: int = 2
-    concurrency: int = 1
+    max_output_side: int = 4096
+    preview_max_side: int = 2048
+    concurrency: int = 2
     queue_size: int = 16
     max_file_size: str = "32mb"
     device: str = "auto"
@@ -57,6 +75,7 @@ class DemoConfig:
     d3dfr: str | None = None
     bfm_dir: str | None = None
     allow_download: bool = True
+    download_timeout: float = 20.0
     keep_memory: bool = True
 
     def __post_init__(self):
@@ -64,12 +83,19 @@ class DemoConfig:
             raise ValueError(f"oversize policy {self.oversize!r} is unknown; use one of {', '.join(OVERSIZE_POLICIES)}")
         if not 1 <= self.default_upscale <= self.max_upscale:
             raise ValueError(f"default upscale {self.default_upscale} must lie in 1..{self.max_upscale}")
+        if self.min_side > self.max_side:
+            raise ValueError(f"min_side {self.min_side} is above max_side {self.max_side}")
+
+    def launch_options(self) -> dict:
+        """The settings that belong to ``Blocks.launch`` rather than to the page (upload size limit)."""
+        return {"max_file_size": self.max_file_size}
 
     @classmethod
     def from_env(cls) -> "DemoConfig":
         """Read the ``SGPN_*`` environment variables (listed in gradio_app/README.md).
 
-        ``HF_HUB_OFFLINE=1`` also turns off every download the pipeline could make.
+        ``HF_HUB_OFFLINE`` is left to ``huggingface_hub`` (a mirror's files are then served from the Hugging
+        Face cache); ``SGPN_ALLOW_DOWNLOAD=0`` turns off every download.
         """
         oversize = _env_str("SGPN_OVERSIZE", cls.oversize).lower()
         if oversize not in OVERSIZE_POLICIES:
@@ -79,13 +105,17 @@ class DemoConfig:
             max_side=_env_int("SGPN_MAX_SIDE", cls.max_side, 64),
             max_pixels=_env_int("SGPN_MAX_PIXELS", cls.max_pixels, 64 * 64),
             oversize=oversize,
+            min_side=_env_int("SGPN_MIN_SIDE", cls.min_side, 1),
             max_upscale=max_upscale,
             default_upscale=min(_env_int("SGPN_DEFAULT_UPSCALE", cls.default_upscale, 1), max_upscale),
+            max_output_side=_env_int("SGPN_MAX_OUTPUT_SIDE", cls.max_output_side, 64),
+            preview_max_side=_env_int("SGPN_PREVIEW_MAX_SIDE", cls.preview_max_side, 64),
             concurrency=_env_int("SGPN_CONCURRENCY", cls.concurrency, 1),
             queue_size=_env_int("SGPN_QUEUE_SIZE", cls.queue_size, 1),
             max_file_size=_env_str("SGPN_MAX_FILE_SIZE", cls.max_file_size),
             device=_env_str("SGPN_DEVICE", cls.device),
             detector=_env_str("SGPN_DETECTOR", cls.detector),
-            allow_download=not _env_flag("HF_HUB_OFFLINE", False),
+            allow_download=_env_flag("SGPN_ALLOW_DOWNLOAD", True),
+            download_timeout=_env_float("SGPN_DOWNLOAD_TIMEOUT", cls.download_timeout, 0.1),
             keep_memory=_env_flag("SGPN_KEEP_MEMORY", True),
         )

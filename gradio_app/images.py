@@ -7,12 +7,17 @@ import shutil
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from sgpn_arch.image_io import write_image
+from sgpn_arch.image_io import from_float, scale_of, write_image
+
+# What browsers display in an <img>; other formats (TIFF) get a lossless PNG copy for the page.
+BROWSER_FORMATS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")
+MAX_PRE_UPSCALE = 8
 
 
 class OversizeError(ValueError):
@@ -37,31 +42,81 @@ def fit_to_limits(image: np.ndarray, max_side: int, max_pixels: int, policy: str
     return resized, f"The photo ({width}×{height}) was downscaled to {new_width}×{new_height} to fit this demo's limit ({limit})."
 
 
-def to_display(image: np.ndarray, max_side: int | None = None) -> np.ndarray:
-    """A BGR(A) image of any supported dtype as RGB(A) uint8 for the browser, optionally shrunk to ``max_side``."""
+@dataclass(frozen=True)
+class ScalePlan:
+    """How a photo is scaled around the restorer.
+
+    The photo is enlarged ``pre`` times (tiny photos: faces big enough to detect), restored with
+    ``restorer_upscale``, and the result resized to ``upscale`` × the photo (the output factor, after the cap on
+    output size). ``notices`` says what differs from what was asked.
+    """
+
+    upscale: int
+    pre: int
+    restorer_upscale: int
+    notices: tuple[str, ...] = ()
+
+
+def plan_scale(height: int, width: int, upscale: int, min_side: int, max_output_side: int) -> ScalePlan:
+    """Cap ``upscale`` so the output's longer side stays within ``max_output_side``; enlarge a photo whose
+    shorter side is below ``min_side`` before detection (at most ×8)."""
+    notices = []
+    longer, shorter = max(height, width), min(height, width)
+    capped = max(1, min(upscale, max_output_side // longer))
+    if capped < upscale:
+        notices.append(f"Upscale lowered from ×{upscale} to ×{capped}: the output of this "
+                       f"{width}×{height} photo would exceed {max_output_side} px.")
+    pre = min(MAX_PRE_UPSCALE, math.ceil(min_side / shorter)) if shorter < min_side else 1
+    if pre > 1:
+        notices.append(f"The photo is small ({width}×{height}): it was enlarged ×{pre} before face detection.")
+    return ScalePlan(capped, pre, max(1, math.ceil(capped / pre)), tuple(notices))
+
+
+def resize_to(image: np.ndarray, width: int, height: int) -> np.ndarray:
+    """``image`` at ``width``×``height``: Lanczos to enlarge, area averaging to shrink (channels, dtype kept)."""
+    if image.shape[:2] == (height, width):
+        return image
+    enlarge = width > image.shape[1]
+    resized = cv2.resize(image, (width, height), interpolation=cv2.INTER_LANCZOS4 if enlarge else cv2.INTER_AREA)
+    return resized[..., None] if image.ndim == 3 and resized.ndim == 2 else resized
+
+
+def browser_shows(path: Path) -> bool:
+    """Whether browsers can display the file ``path`` as it is (by its format's extension)."""
+    return path.suffix.lower() in BROWSER_FORMATS
+
+
+def png_ready(image: np.ndarray) -> np.ndarray:
+    """``image`` in a dtype PNG stores losslessly enough: uint8/uint16 as they are, float as uint16."""
+    if image.dtype in (np.uint8, np.uint16):
+        return image
+    return from_float(image.astype(np.float32) / scale_of(image.dtype), np.uint16)
+
+
+def shrink(image: np.ndarray, max_side: int) -> np.ndarray:
+    """``image`` scaled down (area averaging) so its longer side is at most ``max_side``; as it is if it fits."""
+    height, width = image.shape[:2]
+    if max(height, width) <= max_side:
+        return image
+    scale = max_side / max(height, width)
+    return resize_to(image, max(1, round(width * scale)), max(1, round(height * scale)))
+
+
+def to_uint8(image: np.ndarray) -> np.ndarray:
+    """A BGR(A)/grey image of any supported dtype as uint8, channels kept."""
     if image.dtype == np.uint16:
-        image = (image.astype(np.float32) / 257.0).round().astype(np.uint8)
-    elif image.dtype != np.uint8:
-        image = (np.clip(image.astype(np.float32), 0.0, 1.0) * 255.0).round().astype(np.uint8)
-    if image.ndim == 2:
-        image = cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
-    elif image.shape[2] == 4:
-        image = cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA)
-    else:
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
-    if max_side is not None and max(image.shape[:2]) > max_side:
-        scale = max_side / max(image.shape[:2])
-        size = (max(1, round(image.shape[1] * scale)), max(1, round(image.shape[0] * scale)))
-        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)
+        return (image.astype(np.float32) / 257.0).round().astype(np.uint8)
+    if image.dtype != np.uint8:
+        return (np.clip(image.astype(np.float32), 0.0, 1.0) * 255.0).round().astype(np.uint8)
     return image
 
 
-def resize_like(image: np.ndarray, reference: np.ndarray) -> np.ndarray:
-    """``image`` resized (Lanczos) to the height and width of ``reference``: the 'before' side of the slider."""
-    height, width = reference.shape[:2]
-    if image.shape[:2] == (height, width):
-        return image
-    return cv2.resize(image, (width, height), interpolation=cv2.INTER_LANCZOS4)
+def to_display(image: np.ndarray, max_side: int | None = None) -> np.ndarray:
+    """A BGR(A) image of any supported dtype as RGB(A) uint8 for the browser, optionally shrunk to ``max_side``."""
+    image = to_uint8(image if max_side is None else shrink(image, max_side))
+    if image.ndim == 2 or image.shape[2] == 1:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    return cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
 
 
 class ResultStore:
