@@ -34,7 +34,7 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # corrupt file, pickle with code objects, wrong format
-        raise CheckpointError(f"cannot read weights file {path}: {err}. Re-download it or check the path.") from None
+        raise CheckpointError(_unreadable(path, err)) from None
     for key in WRAPPER_KEYS:
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -44,13 +44,49 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     return {k.removeprefix("module."): v for k, v in state.items()}
 
 
+def _unreadable(path: Path, err: Exception) -> str:
+    """Why ``path`` could not be loaded: a text file saved in place of the weights, or the loader's reason."""
+    with open(path, "rb") as fin:
+        head = fin.read(512)
+    if head and b"\x00" not in head:
+        try:
+            first = head.decode("utf-8").strip().splitlines()[0][:60] if head.strip() else ""
+        except UnicodeDecodeError:
+            first = None
+        if first is not None:
+            kind = ("a Git LFS pointer (git lfs pull fetches the file)" if first.startswith("version https://git-lfs")
+                    else "an HTML page (a failed or login-walled download?)" if first.lower().startswith(("<!doctype",
+                                                                                                        "<html"))
+                    else f"a text file starting {first!r}")
+            return f"{path} is {kind}, not a weights file. Download the weights again or check the path."
+    reason = str(err).splitlines()[0][:200] if str(err) else type(err).__name__
+    return f"cannot read weights file {path}: {reason}. Re-download it or check the path."
+
+
+def check_layout(state_dict: dict[str, torch.Tensor], expected: str, what: str, source: str) -> None:
+    """Raise :class:`CheckpointError` naming the network when ``state_dict`` is recognisably not ``expected``.
+
+    ``expected`` is a :mod:`.checkpoint_layouts` name (``"sgpn_generator"``, ``"d3dfr"``); ``what`` says in
+    words what was asked for. Unrecognised state dicts pass (the strict load reports them).
+    """
+    from .checkpoint_layouts import identify_layout
+
+    layout = identify_layout(state_dict)
+    if layout is not None and layout.name != expected:
+        raise CheckpointError(f"{source} holds the {layout.description}, not {what}; "
+                              "pass the SGPN release files (sgpn.pth, d3dfr_finetune_ours.pth)")
+
+
 def load_strict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], what: str, source: str) -> None:
     """``load_state_dict(strict=True)`` with one readable error naming the file and the mismatch."""
+    from .checkpoint_layouts import describe_state_dict
+
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as err:
         detail = str(err).split("\n\t", 1)[-1][:600]
-        raise CheckpointError(f"{source} is not a {what} checkpoint in the official layout: {detail}") from None
+        raise CheckpointError(f"{source} is not a {what} checkpoint in the official layout: it is "
+                              f"{describe_state_dict(state_dict)} ({detail})") from None
 
 
 def save_state_dict(state_dict: dict[str, torch.Tensor], path: str | os.PathLike) -> Path:

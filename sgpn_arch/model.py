@@ -9,7 +9,8 @@ import torch
 from torch import nn
 
 from .bfm import ParametricFaceModel
-from .checkpoints import load_state_dict_file, load_strict
+from .checkpoint_layouts import describe_state_dict
+from .checkpoints import CheckpointError, check_layout, load_state_dict_file, load_strict
 from .d3dfr import ReconNet
 from .generator import SGPNGenerator
 from .renderer import MeshRenderer
@@ -88,14 +89,17 @@ def build_sgpn(generator: WeightsSource, d3dfr: WeightsSource, bfm_folder: str |
                device: str | torch.device = "cpu", renderer_backend: str = "auto") -> SGPN:
     """Build the full chain from weight files (or state dicts) and a BFM folder, in eval mode."""
     gen_state, gen_source = _state_dict(generator)
+    check_layout(gen_state, "sgpn_generator", "the SGPN generator (sgpn.pth)", gen_source)
     try:
         config = SGPNGenerator.config_from_state_dict(gen_state)
-    except ValueError as err:
-        raise ValueError(f"{gen_source}: {err}. Pass the SGPN generator weights (sgpn.pth).") from None
+    except ValueError:
+        raise CheckpointError(f"{gen_source} is {describe_state_dict(gen_state)}, not the SGPN generator; "
+                              "pass the SGPN generator weights (sgpn.pth)") from None
     gen = SGPNGenerator(**config)
     load_strict(gen, gen_state, "SGPN generator", gen_source)
     recon = ReconNet()
     d3dfr_state, d3dfr_source = _state_dict(d3dfr)
+    check_layout(d3dfr_state, "d3dfr", "the D3DFR network (d3dfr_finetune_ours.pth)", d3dfr_source)
     load_strict(recon, d3dfr_state, "D3DFR ResNet-50 (d3dfr_finetune_ours.pth)", d3dfr_source)
     prior = ShapePrior(recon, ParametricFaceModel.from_folder(bfm_folder), MeshRenderer(backend=renderer_backend))
     return SGPN(gen, prior).eval().to(device)

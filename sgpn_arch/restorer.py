@@ -177,18 +177,23 @@ class FaceRestorer:
 
     def detect_aligned(self, crop_bgr8: np.ndarray) -> tuple[np.ndarray, str | None]:
         """Landmarks of an aligned ``size``² crop (the template when no face is found), and a note when the
-        crop follows the FFHQ template of GFPGAN/CodeFormer crops instead of the weights' template (the
-        note is logged as a warning once per restorer)."""
+        face looks aligned to the FFHQ template of GFPGAN/CodeFormer crops rather than to the weights'
+        template (logged as a warning once per restorer).
+
+        The test is the scale of the best similarity from the landmarks to the template: about 0.89 for
+        FFHQ crops against SGPN's template, about 1 for SGPN crops; faces below 0.92 are reported.
+        """
         found = self.detect(crop_bgr8, only_center_face=True)
         if not found:
             return self.template, None
-        ffhq = get_template("ffhq", self.size)
-        distance = lambda points: float(np.linalg.norm(found[0] - points, axis=1).mean())  # noqa: E731
-        if np.abs(self.template - ffhq).max() < 1 or distance(ffhq) >= distance(self.template):
+        scale_of_fit = lambda points: float(np.sqrt(abs(np.linalg.det(  # noqa: E731
+            similarity_transform(points, self.template)[:, :2]))))
+        ffhq_scale = scale_of_fit(get_template("ffhq", self.size))
+        if ffhq_scale > 0.97 or scale_of_fit(found[0]) >= ffhq_scale + 0.3 * (1 - ffhq_scale):
             return found[0], None
-        note = ("this aligned crop follows the FFHQ template (GFPGAN/CodeFormer crops), not the template the SGPN "
-                "weights expect (the face is about 17 % larger): restore the original photo, or this crop without "
-                "--aligned so that the face is re-aligned")
+        note = ("this aligned crop looks aligned to the FFHQ template (GFPGAN/CodeFormer crops), not to the template "
+                f"the SGPN weights expect (the face is about {1 / ffhq_scale - 1:.0%} larger): restore the original "
+                "photo, or this crop without --aligned so that the face is re-aligned")
         if not self._template_warned:
             logger.warning(note)
             self._template_warned = True
