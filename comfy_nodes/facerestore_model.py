@@ -26,11 +26,13 @@ class SGPNFaceRestoreModel(nn.Module):
         super().__init__()
         self.network = network
         size = network.size
-        target = get_template(template, size)
-        matrix = similarity_transform(get_template(CONSUMER_TEMPLATE, size), target)
+        consumer = get_template(CONSUMER_TEMPLATE, size)
+        matrix = similarity_transform(consumer, get_template(template, size))
         self.realign = template != CONSUMER_TEMPLATE
+        # where the crop's landmarks (the FFHQ points) are after re-alignment: the template up to the fit's residual
+        landmarks = consumer @ matrix[:, :2].T + matrix[:, 2]
         self.register_buffer("to_model", torch.from_numpy(matrix)[None], persistent=False)
-        self.register_buffer("landmarks", torch.from_numpy(target)[None], persistent=False)
+        self.register_buffer("landmarks", torch.from_numpy(landmarks.astype("float32"))[None], persistent=False)
 
     def forward(self, crops: torch.Tensor, *args, **kwargs) -> tuple[torch.Tensor]:
         """Restore FFHQ-aligned crops. ``w``/``weight`` (CodeFormer's fidelity) have no SGPN meaning: ignored."""

@@ -50,4 +50,5 @@ def load_private(pack_name: str, pack_file: str) -> ModuleType:
     except BaseException:
         del sys.modules[name]
         raise
+    setattr(sys.modules[pack_name], PACKAGE, module)   # as the import system binds a loaded submodule
     return module

@@ -46,7 +46,8 @@ def file_layout(path: str) -> str | None:
     try:
         layout = identify_layout(state_dict_keys(path))
     except Exception as err:   # not a checkpoint, damaged, pickle with code: it is simply not offered
-        logger.warning("SGPN: %s is not a readable weights file (%s: %s); not listed", path, type(err).__name__, err)
+        reason = (str(err).splitlines() or [""])[0][:160]
+        logger.warning("SGPN: %s is not a readable weights file (%s: %s); not listed", path, type(err).__name__, reason)
         layout = None
     name = layout.name if layout is not None else None
     _cache[path] = (version, name)

@@ -456,17 +456,12 @@ def test_wrong_file_is_one_clear_message(comfy_env, field, wrong, expected):
 
 def test_missing_bfm_file_is_one_clear_message(comfy_env, bfm_dir, tmp_path, monkeypatch):
     fp = comfy_env.folder_paths
-    folder = tmp_path / "BFM"
-    folder.mkdir()
-    shutil.copy(Path(bfm_dir) / "BFM09_model_info.mat", folder / "BFM09_model_info.mat")  # landmark file missing
+    (tmp_path / "alone").mkdir()
+    shutil.copy(Path(bfm_dir) / "BFM09_model_info.mat", tmp_path / "alone")   # similarity_Lm3D_all.mat missing
     paths = fp.get_folder_paths("sgpn") + [str(tmp_path)]
     monkeypatch.setitem(fp.folder_names_and_paths, "sgpn", (paths, fp.folder_names_and_paths["sgpn"][1]))
     node = comfy_env.pack.NODE_CLASS_MAPPINGS["SGPN_ModelLoader"]()
-    with pytest.raises(comfy_env.pack.errors.SGPNNodeError, match="similarity_Lm3D_all.mat is missing"):
-        # the relative name "BFM/..." resolves in models/sgpn first; use a name only tmp_path has
-        (folder / "BFM09_model_info.mat").rename(folder / "other.mat")
-        (tmp_path / "alone").mkdir()
-        (folder / "other.mat").rename(tmp_path / "alone" / "BFM09_model_info.mat")
+    with pytest.raises(comfy_env.pack.errors.SGPNNodeError, match="similarity_Lm3D_all.mat is missing beside"):
         node.load("sgpn.pth", "d3dfr_finetune_ours.pth", os.path.join("alone", "BFM09_model_info.mat"),
                   TEST_DETECTOR, "cpu")
 
@@ -672,3 +667,126 @@ def test_whole_repository_cloned_into_custom_nodes_exposes_the_pack(comfy_env):
     finally:
         for module in [n for n in sys.modules if n == name or n.startswith(name + ".")]:
             del sys.modules[module]
+
+
+def _photo_rgba(faces_dir) -> tuple[torch.Tensor, torch.Tensor]:
+    photo = load_image(faces_dir / PHOTO)
+    alpha = torch.linspace(0.2, 1.0, photo.shape[2]).expand(photo.shape[1], -1)[None, ..., None]
+    return torch.cat([photo, alpha], -1), alpha[..., 0]
+
+
+@pytest.mark.slow
+def test_alpha_channel_is_kept(comfy_env, sgpn_model, faces_dir):
+    rgba, alpha = _photo_rgba(faces_dir)
+    blank = torch.cat([torch.full((1, 64, 64, 3), 0.5), torch.rand(1, 64, 64, 1)], -1)   # no face: passes through
+    for image, has_face in ((rgba, True), (blank, False)):
+        out, mask, _ = _call_node(comfy_env.pack, "SGPN_RestoreFaces", dict(
+            sgpn_model=sgpn_model, image=image, upscale=1, only_center_face=False, paste_back=True, visibility=1.0,
+            det_threshold=0.9))
+        assert out.shape == image.shape and torch.equal(out[..., 3], image[..., 3])   # alpha as it came
+        face = mask[0] > 0.5
+        assert bool(face.any()) == has_face
+        changed = (out[0, ..., :3] - image[0, ..., :3]).abs().amax(-1) > 1e-6
+        assert (changed[face].float().mean() > 0.5) if has_face else not changed.any()
+
+
+@pytest.mark.slow
+def test_paste_back_off_keeps_the_image_and_still_masks_the_faces(comfy_env, sgpn_model, faces_dir):
+    photo = load_image(faces_dir / PHOTO)
+    out, mask, faces = _call_node(comfy_env.pack, "SGPN_RestoreFaces", dict(
+        sgpn_model=sgpn_model, image=photo, upscale=1, only_center_face=False, paste_back=False, visibility=1.0,
+        det_threshold=0.9))
+    assert torch.equal(out, photo) and len(faces.restored) == 1
+    assert (mask > 0.5).float().mean() > 0.01   # where a detailer / MASK to SEGS node should work
+
+
+def test_det_threshold_widget_stays_in_the_detector_range(comfy_env, sgpn_model):
+    spec = comfy_env.pack.NODE_CLASS_MAPPINGS["SGPN_RestoreFaces"].INPUT_TYPES()["required"]["det_threshold"][1]
+    assert 0 < spec["min"] <= spec["default"] <= spec["max"] < 1
+    out, mask, _ = _call_node(comfy_env.pack, "SGPN_RestoreFaces", dict(
+        sgpn_model=sgpn_model, image=torch.rand(1, 64, 64, 3), upscale=1, only_center_face=False, paste_back=True,
+        visibility=1.0, det_threshold=spec["max"]))
+    assert out.shape == (1, 64, 64, 3)
+
+
+def test_fidelity_option_reaches_the_pipeline(comfy_env, sgpn_model):
+    restore = comfy_env.pack.NODE_CLASS_MAPPINGS["SGPN_RestoreFaces"].INPUT_TYPES()["optional"]["fidelity"]
+    assert restore[0] == list(comfy_env.pack.nodes.FIDELITY_MODES) and restore[1]["default"] == "default"
+    assert sgpn_model.restorer(1, 0.9, False, "official").fidelity == "official"
+
+
+@pytest.fixture
+def parsenet_weights(comfy_env):
+    """Random ParseNet weights under facexlib's file name in models/facedetection (real ones: facexlib's release)."""
+    from facexlib.parsing.parsenet import ParseNet
+
+    path = Path(comfy_env.folder_paths.models_dir) / "facedetection" / "parsing_parsenet.pth"
+    torch.manual_seed(0)
+    torch.save(ParseNet(in_size=512, out_size=512, parsing_ch=19).state_dict(), path)
+    yield path
+    path.unlink()
+
+
+@pytest.mark.slow
+def test_face_parsing_paste_back_mask(comfy_env, sgpn_model, faces_dir, parsenet_weights):
+    photo = load_image(faces_dir / PHOTO)
+    inputs = dict(sgpn_model=sgpn_model, image=photo, upscale=1, only_center_face=False, paste_back=True,
+                  visibility=1.0, det_threshold=0.9)
+    _, whole_crop, _ = _call_node(comfy_env.pack, "SGPN_RestoreFaces", inputs)
+    out, parsed, _ = _call_node(comfy_env.pack, "SGPN_RestoreFaces", dict(inputs, face_parsing=True))
+    assert sgpn_model.restorer(1, 0.9, True).parser is not None
+    assert parsed.shape == whole_crop.shape and not torch.allclose(parsed, whole_crop)
+    assert torch.equal(out[0][parsed[0] == 0], photo[0][parsed[0] == 0])   # pasted only inside the parsing mask
+
+
+def test_face_parsing_weights_missing_offline_is_one_clear_message(comfy_env, sgpn_model, monkeypatch):
+    import facexlib.utils
+
+    monkeypatch.setattr(facexlib.utils, "load_file_from_url", lambda *a, **k: (_ for _ in ()).throw(OSError("offline")))
+    with pytest.raises(comfy_env.pack.errors.SGPNNodeError) as caught:
+        _call_node(comfy_env.pack, "SGPN_RestoreFaces", dict(
+            sgpn_model=sgpn_model, image=torch.rand(1, 64, 64, 3), upscale=3, only_center_face=False,
+            paste_back=True, visibility=1.0, det_threshold=0.9, face_parsing=True))   # settings not built before
+    assert "parsing_parsenet.pth" in str(caught.value)
+    assert str(Path(comfy_env.folder_paths.models_dir) / "facedetection") in str(caught.value)
+
+
+def _ffhq_crop(comfy_env, sgpn_model, faces_dir) -> torch.Tensor:
+    """What facexlib's FaceRestoreHelper hands a FACERESTORE_MODEL: an FFHQ-aligned 512 crop, RGB in [-1, 1]."""
+    import cv2
+
+    align = comfy_env.pack.sgpn_arch.align
+    bgr = cv2.imread(str(faces_dir / PHOTO))
+    (landmarks,) = sgpn_model.restorer(1, 0.9).detect(bgr)
+    matrix = align.similarity_transform(landmarks, align.get_template("ffhq", 512))
+    crop = cv2.warpAffine(bgr, matrix, (512, 512), borderMode=cv2.BORDER_CONSTANT, borderValue=(135, 133, 132))
+    return torch.from_numpy(crop[..., ::-1].copy()).permute(2, 0, 1)[None].float() / 127.5 - 1
+
+
+@pytest.mark.slow
+def test_facerestore_model_output_works_like_the_face_packs_expect(comfy_env, sgpn_model, faces_dir):
+    loader = comfy_env.pack.NODE_CLASS_MAPPINGS["SGPN_ModelLoader"]
+    assert loader.RETURN_TYPES[1] == "FACERESTORE_MODEL"   # facerestore_cf's type name
+    inputs = dict(generator="sgpn.pth", d3dfr="d3dfr_finetune_ours.pth",
+                  bfm=os.path.join("BFM", "BFM09_model_info.mat"), detector=TEST_DETECTOR, device="cpu")
+    _, model = _call_node(comfy_env.pack, "SGPN_ModelLoader", inputs)
+    crop = _ffhq_crop(comfy_env, sgpn_model, faces_dir)
+    model.to("cpu")                                       # what the consumers do before calling it
+    with torch.no_grad():
+        outputs = [model(crop, w=0.5)[0], model(crop, weight=0.5)[0], model(crop)[0]]
+    assert all(torch.equal(o, outputs[0]) for o in outputs)
+    out = outputs[0]
+    assert out.shape == (1, 3, 512, 512) and out.dtype == torch.float32 and -1 <= out.min() and out.max() <= 1
+    assert (out - crop)[..., 192:352, 160:352].abs().mean() > 0.01   # the face was restored
+
+    # the official weights' template: the FFHQ crop is re-aligned so its landmarks land on the SGPN template
+    align = comfy_env.pack.sgpn_arch.align
+    ffhq = torch.from_numpy(align.get_template("ffhq", 512))[None]
+    moved = align.transform_points(ffhq, model.to_model)
+    assert torch.allclose(moved, model.landmarks, atol=1e-3)   # the landmarks SGPN is given are where they are
+    sgpn_template = torch.from_numpy(align.get_template("sgpn", 512))
+    assert (moved - sgpn_template).abs().max() < 8     # near the template (the inverse matrix: 19 px off)
+    # trained on FFHQ alignment: the network sees the crop as it is, with the FFHQ landmarks
+    _, ffhq_model = _call_node(comfy_env.pack, "SGPN_ModelLoader", dict(inputs, template="ffhq"))
+    expected = ffhq_model.network.restore(crop, ffhq).restored
+    assert torch.allclose(ffhq_model(crop, w=0.7)[0], expected)
