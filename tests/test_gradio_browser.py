@@ -1,7 +1,8 @@
-"""The web demo as a Space runs it: `python gradio_app/app.py` configured only through environment variables
-(generated weights served from a Hugging Face cache with HF_HUB_OFFLINE=1, synthetic BFM, the real RetinaFace
-mobile0.25 detector, a 1 MB upload limit), checked over HTTP and driven by Playwright with Debian's headless
-Chromium: uploads (TIFF, a non-image), Restore on a four-face photo, what the page shows."""
+"""The web demo as a Space runs it: the Space folder built by gradio_app/build_space.py, started with `python
+app.py` inside it and configured only through environment variables (offline: generated weights served from a
+Hugging Face cache with HF_HUB_OFFLINE=1, synthetic BFM, the real RetinaFace mobile0.25 detector; a 1 MB upload
+limit), checked over HTTP and driven by Playwright with Debian's headless Chromium: uploads (TIFF, a non-image),
+Restore on a four-face photo, what the page shows."""
 
 from __future__ import annotations
 
@@ -114,20 +115,21 @@ def wait_for_model(url: str, seconds: float = 120) -> str:
 
 @pytest.fixture(scope="module")
 def app_url(tiny_weights, bfm_dir, retinaface_dir, tmp_path_factory):
-    """`python gradio_app/app.py` on 127.0.0.1; SGPN and D3DFR only in the Hugging Face cache of a mirror."""
+    """The built Space's `python app.py` on 127.0.0.1, offline; SGPN and D3DFR only in the Hugging Face cache of a
+    mirror. Nothing of the checkout is on its path: it runs the packages copied into the Space."""
+    from gradio_app.build_space import build_space
     from sgpn_arch.weights import MODEL_ZOO
 
     folder = tmp_path_factory.mktemp("gradio_app")
+    space = build_space(folder / "space")
     mirror = {MODEL_ZOO[name].hf_filename: _mirror_payload(tiny_weights[name], MODEL_ZOO[name].hf_filename)
               for name in ("sgpn", "d3dfr")}
-    env = {key: value for key, value in os.environ.items() if not key.startswith(("SGPN_", "HF_"))}
-    env.update(PYTHONPATH=os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
-               HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(hub_cache(folder / "hub", MIRROR, mirror)), SGPN_HF_REPO=MIRROR,
+    env = {key: value for key, value in os.environ.items() if not key.startswith(("SGPN_", "HF_", "PYTHONPATH"))}
+    env.update(HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(hub_cache(folder / "hub", MIRROR, mirror)), SGPN_HF_REPO=MIRROR,
                SGPN_WEIGHTS_DIR=str(folder / "empty"), SGPN_BFM_DIR=str(bfm_dir), SGPN_DEVICE="cpu",
                SGPN_DETECTOR="retinaface_mobile0.25", SGPN_MAX_FILE_SIZE="1mb", SGPN_KEEP_MEMORY="0",
                SGPN_WEIGHTS_RETINAFACE_MOBILE025=str(retinaface_dir / "detection_mobilenet0.25_Final.pth"))
-    process, url = start_app([sys.executable, str(REPO_ROOT / "gradio_app" / "app.py")], env, REPO_ROOT,
-                             folder / "app.log")
+    process, url = start_app([sys.executable, "app.py"], env, space, folder / "app.log")
     try:
         yield url
     finally:
@@ -188,8 +190,8 @@ def test_browser_uploads_restore_and_results(chromium, app_url, faces_dir, tmp_p
             upload = "#sgpn-input input[type=file]"
 
             page.set_input_files(upload, str(tiff))   # browsers cannot show TIFF: the page gets a PNG copy
-            page.wait_for_function("document.querySelector('#sgpn-input img')?.naturalWidth > 0", timeout=30_000)
-            assert shown("#sgpn-input img") == [355]
+            page.wait_for_function("(img => img?.src.endsWith('/portrait.png') && img.complete && img.naturalWidth == 355)"
+                                   "(document.querySelector('#sgpn-input img'))", timeout=30_000)
 
             page.set_input_files(upload, str(notes))  # told at once, no broken preview left behind
             page.wait_for_selector("[data-testid='toast-body']", timeout=30_000)
