@@ -5,36 +5,57 @@
     torchrun --nproc_per_node 4 -m basicsr_plugin train -opt options/train_sgpn.yml --launcher pytorch
 
 Everything after the subcommand is passed to BasicSR unchanged; experiments/ and results/ are written
-under the current directory.
+under the current directory. Distributed runs use NCCL with CUDA and gloo without
+(``SGPN_DIST_BACKEND=gloo|nccl`` overrides; see ``basicsr_plugin.distributed``).
 """
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 from pathlib import Path
 
+logger = logging.getLogger("basicsr")
+
 USAGE = "usage: basicsr {train,test} -opt OPTIONS.yml [BasicSR flags: --launcher, --auto_resume, --debug, --force_yml]"
 
 
-def load_resume_state_on_cpu(opt: dict) -> dict | None:
+def load_resume_state(opt: dict) -> dict | None:
     """BasicSR's resume-state lookup (``--auto_resume`` or ``path.resume_state``), loaded onto the CPU.
 
-    BasicSR 1.4.2 maps the state onto ``torch.cuda.current_device()``, which fails without CUDA; the
-    model moves the optimizer state to its own device when it resumes.
+    ``--auto_resume`` takes the newest state that loads: a state left truncated by a killed run (before
+    states were written atomically, or a full disk) is skipped with a warning naming it. BasicSR 1.4.2
+    maps the state onto ``torch.cuda.current_device()``, which fails without CUDA; the optimizers move
+    their state to their parameters' device when the model resumes.
     """
     import torch
     from basicsr.utils.misc import check_resume
 
-    path = None if opt["auto_resume"] else opt["path"].get("resume_state")
     if opt["auto_resume"]:
-        folder = Path("experiments") / opt["name"] / "training_states"
-        states = sorted(folder.glob("*.state"), key=lambda p: int(p.stem)) if folder.is_dir() else []
-        if states:
-            path = opt["path"]["resume_state"] = str(states[-1])
-    if not path:
+        folder = Path(opt["path"]["training_states"])
+        states = sorted(folder.glob("*.state"), key=lambda p: int(p.stem), reverse=True) if folder.is_dir() else []
+        for path in states:
+            try:
+                state = torch.load(path, map_location="cpu", weights_only=False)
+            except Exception as error:  # noqa: BLE001  (truncated zip, EOFError, unpickling errors...)
+                if opt["rank"] == 0:
+                    logger.warning("--auto_resume: skipping unreadable training state %s (%s: %s)",
+                                   path, type(error).__name__, error)
+                continue
+            opt["path"]["resume_state"] = str(path)
+            break
+        else:
+            return None
+    elif opt["path"].get("resume_state"):
+        path = opt["path"]["resume_state"]
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=False)
+        except Exception as error:  # noqa: BLE001
+            raise RuntimeError(f"path.resume_state {path} cannot be read ({type(error).__name__}: {error}); "
+                               "point it at another .state file or use --auto_resume") from error
+    else:
         return None
-    state = torch.load(path, map_location="cpu", weights_only=False)
     check_resume(opt, state["iter"])
     return state
 
@@ -49,19 +70,26 @@ def main(argv: list[str] | None = None) -> int:
         print(f"basicsr: unknown command {command!r}\n{USAGE}", file=sys.stderr)
         return 2
     import basicsr_plugin  # noqa: F401  (registers everything)
+    import basicsr.utils.options
+    from torch.distributed import destroy_process_group
 
+    from basicsr_plugin.distributed import init_dist, is_distributed
+
+    basicsr.utils.options.init_dist = init_dist        # NCCL on GPUs, gloo on CPUs (see distributed.py)
     sys.argv = [f"basicsr {command}"] + rest          # BasicSR parses sys.argv itself
     root = os.getcwd()
-    if command == "train":
-        import basicsr.train
-        import torch
+    try:
+        if command == "train":
+            import basicsr.train
 
-        if not torch.cuda.is_available():
-            basicsr.train.load_resume_state = load_resume_state_on_cpu
-        basicsr.train.train_pipeline(root)
-    else:
-        from basicsr.test import test_pipeline
-        test_pipeline(root)
+            basicsr.train.load_resume_state = load_resume_state
+            basicsr.train.train_pipeline(root)
+        else:
+            from basicsr.test import test_pipeline
+            test_pipeline(root)
+    finally:
+        if is_distributed():
+            destroy_process_group()
     return 0
 
 
