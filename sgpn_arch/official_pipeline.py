@@ -11,7 +11,7 @@ Steps of ``demo_face_restoration.py`` (TencentYoutuResearch/FaceRestoration-sgpn
   uint8 (``astype``, no rounding);
 - paste: ``cv2.warpAffine`` of that uint8 crop with the same matrix, ``INTER_CUBIC | WARP_INVERSE_MAP``,
   ``BORDER_TRANSPARENT``, into the photo itself: every photo pixel that maps into the crop window takes
-  the crop's value (outside the mask, the re-sampled LQ crop);
+  the crop's value (outside the mask, the re-sampled LQ crop); see :func:`paste_face` for OpenCV 5;
 - aligned crops: resized to 512 with bilinear interpolation (the demo passes ``INTER_CUBIC`` in
   ``cv2.resize``'s ``dst`` position, so OpenCV's default ``INTER_LINEAR`` applies), restored, truncated,
   no mask.
@@ -65,7 +65,27 @@ def blend(restored: torch.Tensor, lq: torch.Tensor, mask: torch.Tensor) -> torch
 
 
 def paste_face(image_bgr8: np.ndarray, face_bgr8: np.ndarray, affine: np.ndarray) -> np.ndarray:
-    """Warp a uint8 crop back into ``image_bgr8`` (in place, and returned): bicubic, transparent border."""
+    """Warp a uint8 crop back into ``image_bgr8`` (in place, and returned) as the demo's bicubic
+    ``BORDER_TRANSPARENT`` paste did with the OpenCV of its time (4.x).
+
+    There, a photo pixel takes the bicubic value (taps past the crop edge reflected, BORDER_REFLECT_101)
+    when the integer part of its source position, in OpenCV's 1/32-px fixed point, lies in the crop; the
+    others keep their value. OpenCV 5's rewritten cubic warp also writes pixels outside the crop with
+    ``BORDER_TRANSPARENT`` (opencv/opencv#29412), so the rule is applied here explicitly.
+    """
     h, w = image_bgr8.shape[:2]
-    return cv2.warpAffine(face_bgr8, affine, (w, h), dst=image_bgr8, flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
-                          borderMode=cv2.BORDER_TRANSPARENT)
+    size_y, size_x = face_bgr8.shape[:2]
+    warped = cv2.warpAffine(face_bgr8, affine, (w, h), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
+                            borderMode=cv2.BORDER_REFLECT_101)
+    corners = cv2.transform(np.array([[[0, 0], [size_x, 0], [0, size_y], [size_x, size_y]]], np.float64),
+                            cv2.invertAffineTransform(affine))[0]
+    x0, y0 = np.maximum(np.floor(corners.min(0)).astype(int) - 2, 0)
+    x1, y1 = np.minimum(np.ceil(corners.max(0)).astype(int) + 3, (w, h))
+    if x0 >= x1 or y0 >= y1:
+        return image_bgr8
+    ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float64)
+    source = [np.floor(np.rint((affine[i, 0] * xs + affine[i, 1] * ys + affine[i, 2]) * 32) / 32) for i in range(2)]
+    inside = (source[0] >= 0) & (source[0] < size_x) & (source[1] >= 0) & (source[1] < size_y)
+    region = image_bgr8[y0:y1, x0:x1]
+    region[inside] = warped[y0:y1, x0:x1][inside]
+    return image_bgr8

@@ -84,6 +84,22 @@ def truncate_bgr(signed_rgb):
     return (signed_rgb * 127.5 + 127.5).astype(np.uint8).transpose(1, 2, 0)[..., ::-1]
 
 
+def transparent_cubic_paste(img, face, tfm):
+    """cv2.warpAffine(face, tfm, dst=img, INTER_CUBIC | WARP_INVERSE_MAP, BORDER_TRANSPARENT) as OpenCV 4.x
+    does it: source positions in 1/32 px; a pixel whose integer source position is off the crop keeps its
+    value, the others get the bicubic value with reflected taps at the crop edge."""
+    h, w = img.shape[:2]
+    values = cv2.warpAffine(face, tfm, (w, h), flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP,
+                            borderMode=cv2.BORDER_REFLECT_101)
+    xs, ys = np.meshgrid(np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64))
+    sx = np.floor(np.round((tfm[0, 0] * xs + tfm[0, 1] * ys + tfm[0, 2]) * 32) / 32)
+    sy = np.floor(np.round((tfm[1, 0] * xs + tfm[1, 1] * ys + tfm[1, 2]) * 32) / 32)
+    keep = (sx >= 0) & (sx <= face.shape[1] - 1) & (sy >= 0) & (sy <= face.shape[0] - 1)
+    out = img.copy()
+    out[keep] = values[keep]
+    return out
+
+
 def demo_whole_photo(restorer, image, landmarks, lm3d):
     """Faces one by one, each cropped from the image with the earlier faces pasted in."""
     img, mask = image.copy(), demo_mask()
@@ -94,8 +110,7 @@ def demo_whole_photo(restorer, image, landmarks, lm3d):
         crop = cv2.warpAffine(img, tfm, (512, 512), flags=cv2.INTER_CUBIC)       # black outside the photo
         restored, lq = network(restorer, crop, crop_pts)
         face = truncate_bgr(restored * mask + lq * (1 - mask))
-        img = cv2.warpAffine(face, tfm, (img.shape[1], img.shape[0]), dst=img,
-                             flags=cv2.INTER_CUBIC | cv2.WARP_INVERSE_MAP, borderMode=cv2.BORDER_TRANSPARENT)
+        img = transparent_cubic_paste(img, face, tfm)
         crops.append(crop)
         inputs.append(d3dfr_input(crop, d3dfr_matrix(crop_pts, lm3d)))
         faces.append(face)
@@ -176,3 +191,22 @@ def test_cli_match_official_builds_an_official_restorer(tiny_sgpn, retinaface_di
               "--detector-dir", str(retinaface_dir)]
     assert build_restorer(parser.parse_args(common + ["--match-official"]), tiny_sgpn).fidelity == "official"
     assert build_restorer(parser.parse_args(common), tiny_sgpn).fidelity == "default"
+
+
+def test_official_paste_leaves_pixels_off_the_crop_untouched():
+    # OpenCV 5's cubic BORDER_TRANSPARENT path writes pixels up to ~10 px off the crop (opencv/opencv#29412)
+    from sgpn_arch import official_pipeline
+
+    rng = np.random.default_rng(0)
+    face = rng.integers(0, 256, (512, 512, 3), dtype=np.uint8)
+    photo = rng.integers(0, 256, (700, 800, 3), dtype=np.uint8)
+    angle, scale = 0.3, 1.52
+    tfm = np.array([[scale * np.cos(angle), -scale * np.sin(angle), -300.0],
+                    [scale * np.sin(angle), scale * np.cos(angle), -500.0]])
+    pasted = official_pipeline.paste_face(photo.copy(), face, tfm)
+    np.testing.assert_array_equal(pasted, transparent_cubic_paste(photo, face, tfm))
+    xs, ys = np.meshgrid(np.arange(800), np.arange(700))
+    sx, sy = tfm[0, 0] * xs + tfm[0, 1] * ys + tfm[0, 2], tfm[1, 0] * xs + tfm[1, 1] * ys + tfm[1, 2]
+    off = (sx < -0.1) | (sy < -0.1) | (sx > 512.1) | (sy > 512.1)
+    assert off.mean() > 0.3 and (~off).mean() > 0.2
+    np.testing.assert_array_equal(pasted[off], photo[off])
