@@ -3,6 +3,7 @@
 import cv2
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from sgpn_arch.image_io import read_image
@@ -125,3 +126,109 @@ def test_fidelity_is_validated(tiny_sgpn, retinaface_dir):
     with pytest.raises(ValueError, match="face parsing"):
         FaceRestorer(tiny_sgpn, fidelity="official", use_parse=True, **kwargs)
     assert FaceRestorer(tiny_sgpn, **kwargs).fidelity == "default"
+
+
+def test_large_photo_is_detected_on_a_reduced_copy(restorer, tiny_sgpn, retinaface_dir, faces_dir):
+    """Issue 18 item 1: at full resolution RetinaFace split a face larger than ~512 px into several partial faces
+    (4 on this photo enlarged 6×); the landmarks found on the reduced copy are mapped back to the photo."""
+    photo = read_image(faces_dir / "real_lq_whole" / "sgpn_0022.jpg")
+    (small,) = restorer.detect(photo)
+    large = cv2.resize(photo, None, fx=6, fy=6, interpolation=cv2.INTER_CUBIC)
+    found = restorer.detect(large)
+    assert restorer.detection_size == 800 and len(found) == 1
+    expected = (small + 0.5) * 6 - 0.5                     # pixel centres of the enlarged photo
+    eyes = np.linalg.norm(expected[1] - expected[0])
+    assert np.abs(found[0] - expected).max() < 0.2 * eyes  # the same face (landmarks move a little with scale)
+    # the mapping back is exact: the same as detecting on the reduced copy by hand
+    full_resolution = FaceRestorer(tiny_sgpn, device="cpu", upscale=1, detector="retinaface_mobile0.25",
+                                   detector_rootpath=retinaface_dir, detection_size=None)
+    scale = 800 / min(large.shape[:2])
+    reduced = cv2.resize(large, (round(large.shape[1] * scale), round(large.shape[0] * scale)),
+                         interpolation=cv2.INTER_AREA)
+    (by_hand,) = full_resolution.detect(reduced)
+    np.testing.assert_allclose(found[0], (by_hand + 0.5) / scale - 0.5, atol=1e-3)
+
+
+def test_tiny_faces_are_skipped_by_eye_distance(restorer, tiny_sgpn, retinaface_dir, faces_dir):
+    """GFPGAN/CodeFormer skip faces whose eyes are under 5 px apart (nothing to restore there); so does SGPN now,
+    with the threshold a setting."""
+    photo = read_image(faces_dir / "real_lq_whole" / "gpen_Solvay_conference_1927.png")[..., :3]
+    kwargs = dict(device="cpu", upscale=1, detector="retinaface_mobile0.25", detector_rootpath=retinaface_dir)
+    everything = FaceRestorer(tiny_sgpn, min_eye_distance=0, **kwargs).detect(photo)
+    large_only = FaceRestorer(tiny_sgpn, min_eye_distance=16, **kwargs).detect(photo)
+    eyes = lambda faces: [np.linalg.norm(lm[1] - lm[0]) for lm in faces]  # noqa: E731
+    assert restorer.min_eye_distance == 5
+    assert 0 < len(large_only) == sum(d >= 16 for d in eyes(everything)) < len(everything)
+    assert min(eyes(large_only)) >= 16
+
+
+def test_ffhq_aligned_crops_are_reported(tiny_sgpn, retinaface_dir, faces_dir, caplog):
+    """GFPGAN/CodeFormer crops follow the FFHQ template, whose face is ~12 % larger than SGPN's: say so."""
+    restorer = FaceRestorer(tiny_sgpn, device="cpu", upscale=1, detector="retinaface_mobile0.25",
+                            detector_rootpath=retinaface_dir)
+    ffhq_crop = read_image(faces_dir / "real_lq_cropped" / "codeformer_0342.png")
+    result = restorer.restore(ffhq_crop, aligned=True)
+    assert result.notes and "FFHQ template" in result.notes[0]
+    assert "FFHQ template" in caplog.text
+    photo = read_image(faces_dir / "real_lq_whole" / "sgpn_0022.jpg")
+    sgpn_crop, _ = restorer.align(photo.astype(np.float32) / 255, restorer.detect(photo)[0])
+    landmarks, note = restorer.detect_aligned((sgpn_crop * 255 + 0.5).astype(np.uint8))
+    assert note is None and np.abs(landmarks - restorer.template).mean() < 10   # a crop on SGPN's own template
+
+
+def test_grey_alpha_tiny_images_and_devices(restorer, faces_dir):
+    """Issue 18 items 3, 4, 6: grey+alpha came out 4-channel colour; a 1×1 image and a wrong device gave
+    messages that did not say what was wrong."""
+    grey = cv2.cvtColor(read_image(faces_dir / "real_lq_whole" / "sgpn_0022.jpg"), cv2.COLOR_BGR2GRAY)
+    alpha = np.full(grey.shape, 180, np.uint8)
+    out = restorer.restore(np.dstack([grey, alpha])).restored_image
+    assert out.shape == grey.shape + (2,) and np.array_equal(out[..., 1], alpha)
+    with pytest.raises(ValueError, match="1×1 pixels: too small"):
+        restorer.restore(np.zeros((1, 1, 3), np.uint8))
+    from sgpn_arch.restorer import pick_device
+
+    with pytest.raises(ValueError, match="unknown device 'gpu0'"):
+        pick_device("gpu0")
+    with pytest.raises(ValueError, match="not available"):
+        pick_device(f"cuda:{torch.cuda.device_count()}")
+
+
+@pytest.mark.slow
+def test_real_esrgan_background(tiny_sgpn, retinaface_dir, faces_dir, tmp_path, monkeypatch):
+    """--bg-upsampler realesrgan: the background comes from Real-ESRGAN x2plus (random weights here), the faces
+    from SGPN; without the package the message says how to install it."""
+    import basicsr_plugin.compat  # noqa: F401  (before realesrgan imports basicsr)
+
+    pytest.importorskip("realesrgan")
+    from basicsr.archs.rrdbnet_arch import RRDBNet
+
+    from sgpn_arch import bg_upsampler
+
+    torch.manual_seed(0)
+    network = RRDBNet(num_in_ch=3, num_out_ch=3, num_feat=64, num_block=23, num_grow_ch=32, scale=2)
+    torch.save({"params_ema": network.state_dict()}, tmp_path / "RealESRGAN_x2plus.pth")
+    monkeypatch.setenv("SGPN_WEIGHTS_REALESRGAN_X2PLUS", str(tmp_path / "RealESRGAN_x2plus.pth"))
+    upsampler = bg_upsampler.build_bg_upsampler("realesrgan", "cpu", outscale=2, allow_download=False)
+    backgrounds = []
+
+    def recorded(image01):
+        backgrounds.append(upsampler(image01))
+        return backgrounds[-1]
+
+    restorer = FaceRestorer(tiny_sgpn, device="cpu", upscale=2, detector="retinaface_mobile0.25",
+                            detector_rootpath=retinaface_dir, bg_upsampler=recorded)
+    photo = read_image(faces_dir / "real_lq_whole" / "codeformer_03.jpg")
+    photo = cv2.resize(photo, None, fx=0.5, fy=0.5, interpolation=cv2.INTER_AREA)   # 200×112: Real-ESRGAN is slow
+    result = restorer.restore(photo)
+    (background,) = backgrounds
+    assert background.shape == (224, 400, 3) and background.dtype == np.float32
+    lanczos = cv2.resize(photo, (400, 224), interpolation=cv2.INTER_LANCZOS4)
+    assert np.abs(background * 255 - lanczos).mean() > 5         # random weights: clearly not a resize
+    far = result.face_mask == 0
+    assert result.restored_image.shape == (224, 400, 3) and far.mean() > 0.5
+    expected = np.clip(background * 255 + 0.5, 0, 255).astype(np.uint8)
+    assert np.abs(result.restored_image[far].astype(int) - expected[far]).max() <= 1
+
+    monkeypatch.setattr(bg_upsampler.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ImportError, match=r"sgpn-restore\[realesrgan\]"):
+        bg_upsampler.build_bg_upsampler("realesrgan", "cpu")
