@@ -158,8 +158,11 @@ class SGPNModel(SRModel):
         load_pretrained(self.get_bare_model(net), os.path.expanduser(path), param_key, strict)
 
     def _d3dfr_trains_or_random(self) -> bool:
-        """Whether checkpoints hold the D3DFR: it trains, or it is a random one no file can give back."""
-        return not self.fix_d3dfr or not self.opt["path"].get("pretrain_network_d3dfr")
+        """Whether checkpoints hold the D3DFR: it trains, or it is a random one no file but this run's own
+        checkpoints (which a resumed run loads from ``models/``) can give back."""
+        path = self.opt["path"].get("pretrain_network_d3dfr")
+        own = bool(path) and os.path.dirname(os.path.abspath(path)) == os.path.abspath(self.opt["path"].get("models", ""))
+        return not self.fix_d3dfr or not path or own
 
     def _check_frozen_d3dfr_resumes(self) -> None:
         """A frozen pretrained D3DFR is not saved, so resuming must reload it from its pretrain file."""
