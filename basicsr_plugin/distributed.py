@@ -4,7 +4,7 @@ BasicSR 1.4.2's ``init_dist`` always calls ``torch.cuda.set_device(rank % device
 ``ZeroDivisionError`` without CUDA) and hard-codes NCCL for torchrun. Here the process group uses NCCL
 when CUDA is available and gloo otherwise; ``SGPN_DIST_BACKEND=gloo|nccl|mpi`` overrides the choice for
 both launchers (the YAML's ``dist_params.backend``, which BasicSR passes only to slurm, is not read).
-Each process drives the GPU ``LOCAL_RANK`` (torchrun) or ``SLURM_LOCALID`` (slurm).
+Each process drives the GPU ``LOCAL_RANK`` (torchrun) or ``SLURM_LOCALID`` (slurm), modulo the GPU count.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def init_dist(launcher: str, backend: str | None = None, port: int | None = None
     elif launcher != "pytorch":
         raise ValueError(f"unknown launcher {launcher!r}; use pytorch (torchrun) or slurm")
     chosen = choose_backend()
-    if chosen == "nccl":
+    if torch.cuda.is_available():           # one GPU per process (shared round-robin when there are fewer)
         torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)) % torch.cuda.device_count())
     dist.init_process_group(backend=chosen)
 
