@@ -123,7 +123,7 @@ def _to_clean(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
-def test_pretrained_decoder_in_every_supported_layout(tmp_path):
+def test_pretrained_decoder_in_every_supported_layout(tmp_path, faces_dir):
     """Issue 20 item 1: GPEN, rosinality, BasicSR and Clean StyleGAN2 generators start SGPN's decoder."""
     torch.manual_seed(0)
     w = torch.randn(2, SMALL["style_dim"])
@@ -185,6 +185,19 @@ def test_pretrained_decoder_in_every_supported_layout(tmp_path):
     torch.save(SGPNGenerator(**sgpn_config).netE.state_dict(), tmp_path / "encoder.pth")
     with pytest.raises(CheckpointError, match="encoder.pth is a checkpoint of an unrecognised network"):
         load_pretrained_decoder(SGPNGenerator(**sgpn_config), tmp_path / "encoder.pth")
+
+    # the YAML option: path.decoder_load_path starts net_g (and its EMA copy) from the file
+    opt = _small_options(faces_dir, tmp_path)
+    g = opt["network_g"]
+    gpen = GPENGenerator(size=g["size"], style_dim=g["style_dim"], n_mlp=2, channel_multiplier=g["channel_multiplier"],
+                         narrow=g["narrow"])
+    _randomise_(gpen, 6)
+    torch.save(gpen.state_dict(), tmp_path / "gpen_small.pth")
+    opt["path"]["decoder_load_path"] = str(tmp_path / "gpen_small.pth")
+    model = _model(opt)
+    expected = gpen.generator.convs[3].conv.weight
+    assert torch.equal(model.get_bare_model(model.net_g).netG.convs[3].conv.weight, expected)
+    assert torch.equal(model.net_g_ema.netG.convs[3].conv.weight, expected)
 
 
 # --- helpers for the BasicSR-level tests ----------------------------------------------------------------
