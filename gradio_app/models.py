@@ -14,7 +14,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
+
 from sgpn_arch.bfm import LANDMARK_FILE, MODEL_FILE, BFMError
+from sgpn_arch.bg_upsampler import build_bg_upsampler
 from sgpn_arch.cpu_memory import keep_freed_memory
 from sgpn_arch.model import build_sgpn
 from sgpn_arch.restorer import FaceRestorer
@@ -48,6 +51,7 @@ class RestoreSettings:
     upscale: int = 2
     use_parse: bool = False
     fidelity: str = "default"
+    background: bool = False    # Real-ESRGAN background upsampling (sgpn_arch.bg_upsampler)
 
 
 RestorerFactory = Callable[[RestoreSettings], FaceRestorer]
@@ -121,11 +125,18 @@ def sgpn_loader(config: DemoConfig) -> ModelLoader:
         def factory(settings: RestoreSettings) -> FaceRestorer:
             return FaceRestorer(model, device=config.device, upscale=settings.upscale, detector=config.detector,
                                 detector_rootpath=detector_root, use_parse=settings.use_parse,
-                                fidelity=settings.fidelity, allow_download=download)
+                                fidelity=settings.fidelity, allow_download=download,
+                                bg_upsampler=build_bg_upsampler("realesrgan" if settings.background else None,
+                                                                config.device, outscale=settings.upscale,
+                                                                allow_download=download))
 
         first = factory(RestoreSettings(config.default_upscale))   # the model on its device, the detector loaded
         if config.keep_memory and first.device.type == "cpu":     # a dedicated server process
             keep_freed_memory()
+        # one forward now, so that the first user does not wait for it (nor for torch.compile, where the
+        # pipeline compiles: 1-3 min on a first start) and concurrent requests never compile at the same time
+        report("warming up the generator (a first start with torch.compile takes minutes)")
+        first.restore_crops([np.full((first.size, first.size, 3), 0.5, np.float32)], [first.template])
         return factory
 
     return load
@@ -210,7 +221,7 @@ class RestorerPool:
             if settings not in slot:
                 try:
                     slot[settings] = self._factory(settings)
-                except FILE_ERRORS as error:   # e.g. the face-parsing network of use_parse
+                except FILE_ERRORS + (ImportError,) as error:   # e.g. use_parse's network, Real-ESRGAN
                     raise ModelUnavailableError(explain(error)) from error
                 while len(slot) > self._per_slot:
                     slot.popitem(last=False)

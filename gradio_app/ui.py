@@ -9,6 +9,7 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
+from sgpn_arch.bg_upsampler import check_bg_upsampler
 from sgpn_arch.image_io import read_image
 from sgpn_arch.restorer import FIDELITY_MODES, NoFaceError, RestoreResult
 
@@ -89,6 +90,15 @@ def _face_gallery(result: RestoreResult) -> list[tuple[np.ndarray, str]]:
     return gallery
 
 
+def _realesrgan_installed() -> bool:
+    """Whether the optional Real-ESRGAN package is there (the background option is shown only then)."""
+    try:
+        check_bg_upsampler("realesrgan")
+    except ImportError:
+        return False
+    return True
+
+
 def build_demo(load: ModelLoader | None = None, *, config: DemoConfig | None = None,
                examples: list[str | Path] | None = None) -> gr.Blocks:
     """Build the demo with its queue configured (not launched); launch it with ``config.launch_options()``.
@@ -103,6 +113,7 @@ def build_demo(load: ModelLoader | None = None, *, config: DemoConfig | None = N
     config = config or DemoConfig.from_env()
     pool = RestorerPool(load or sgpn_loader(config), config.concurrency).start()
     store = ResultStore()
+    background_available = _realesrgan_installed()
     example_rows = degraded_examples(store.root / "examples", None if examples is None else [Path(p) for p in examples])
 
     def model_status() -> str:
@@ -129,7 +140,7 @@ def build_demo(load: ModelLoader | None = None, *, config: DemoConfig | None = N
         return str(store.save(png_ready(photo), f"{Path(name).stem}.png"))   # lossless: Restore gets the same pixels
 
     def restore(image: str | None, upscale: float, only_center_face: bool, paste_back: bool, visibility: float,
-                face_parsing: bool, fidelity: str, progress=gr.Progress()):
+                face_parsing: bool, fidelity: str, background: bool, progress=gr.Progress()):
         """Restore every face of a photo with SGPN.
 
         Parameters:
@@ -141,6 +152,8 @@ def build_demo(load: ModelLoader | None = None, *, config: DemoConfig | None = N
             face_parsing: paste back through a face-parsing mask (skin, eyes, brows, nose, mouth) instead of the
                 whole aligned square
             fidelity: "default" (this project's crop and paste-back) or "official" (the official demo's)
+            background: upscale the background with Real-ESRGAN instead of resizing it (needs the realesrgan
+                package; slow on CPU)
         Returns:
             slider: (before, after) previews at the output size, at most the preview size on the longer side
             restored: the restored photo: the download itself when it fits the preview size, else a preview
@@ -158,7 +171,7 @@ def build_demo(load: ModelLoader | None = None, *, config: DemoConfig | None = N
         for text in notices:
             gr.Warning(text)
         work = resize_to(photo, width * plan.pre, height * plan.pre)
-        settings = RestoreSettings(plan.restorer_upscale, bool(face_parsing), fidelity)
+        settings = RestoreSettings(plan.restorer_upscale, bool(face_parsing), fidelity, bool(background))
         try:
             if pool.state is ModelState.LOADING:
                 progress(0.05, desc="Waiting for the model to load")
@@ -214,6 +227,8 @@ def build_demo(load: ModelLoader | None = None, *, config: DemoConfig | None = N
                                        info="1: restored faces; lower values blend in the original faces")
                 fidelity = gr.Radio(list(FIDELITY_MODES), value="default", label="Crop and paste-back",
                                     info="default: this project's; official: the official SGPN demo's")
+                background = gr.Checkbox(False, label="Upscale the background with Real-ESRGAN",
+                                         visible=background_available, info="slow on CPU; otherwise Lanczos resizing")
                 button = gr.Button("Restore", variant="primary", elem_id="sgpn-restore")
             with gr.Column():
                 status = gr.Markdown(label="Status", elem_id="sgpn-status")
@@ -223,9 +238,10 @@ def build_demo(load: ModelLoader | None = None, *, config: DemoConfig | None = N
                                     height=420, elem_id="sgpn-restored")
                 download = gr.File(label="Download (full resolution PNG)", elem_id="sgpn-download")
         if example_rows:
-            gr.Examples([[str(path), preset.upscale, False, True, preset.visibility, preset.face_parsing, "default"]
-                         for path, preset in example_rows],
-                        inputs=[image, upscale, only_center_face, paste_back, visibility, face_parsing, fidelity],
+            gr.Examples([[str(path), preset.upscale, False, True, preset.visibility, preset.face_parsing, "default",
+                          False] for path, preset in example_rows],
+                        inputs=[image, upscale, only_center_face, paste_back, visibility, face_parsing, fidelity,
+                                background],
                         label="Degraded public-domain examples (blur, noise, JPEG, half size) with preset settings")
         # two faces a row, so that four faces fit without scrolling; click a picture to see it large
         gallery = gr.Gallery(label="Faces", columns=6, height="auto", format="png", elem_id="sgpn-faces")
@@ -236,7 +252,8 @@ def build_demo(load: ModelLoader | None = None, *, config: DemoConfig | None = N
 
         image.upload(check_upload, inputs=image, outputs=image, preprocess=False, api_visibility="private",
                      show_progress="hidden")
-        button.click(restore, inputs=[image, upscale, only_center_face, paste_back, visibility, face_parsing, fidelity],
+        button.click(restore, inputs=[image, upscale, only_center_face, paste_back, visibility, face_parsing, fidelity,
+                                      background],
                      outputs=[slider, restored, gallery, download, status], api_name="restore")
         timer.tick(refresh_banner, outputs=[banner, timer], api_visibility="private", show_progress="hidden",
                    concurrency_limit=None)

@@ -22,6 +22,7 @@ from gradio_app import DemoConfig, build_demo
 from gradio_app.examples import PRESETS, degraded_examples
 from gradio_app.images import OversizeError, fit_to_limits, plan_scale
 from gradio_app.models import RestoreSettings
+import sgpn_arch.bg_upsampler  # noqa: F401  (registers the Real-ESRGAN weights in the zoo)
 from sgpn_arch.examples import find_example_images
 from sgpn_arch.restorer import RestoreResult
 from sgpn_arch.weights import MODEL_ZOO
@@ -61,9 +62,9 @@ def _client(url: str) -> Client:
 
 
 def _restore(client: Client, path, upscale=2, only_center_face=False, paste_back=True, visibility=1.0,
-             face_parsing=False, fidelity="default"):
+             face_parsing=False, fidelity="default", background=False):
     return client.predict(handle_file(str(path)), upscale, only_center_face, paste_back, visibility, face_parsing,
-                          fidelity, api_name="/restore")
+                          fidelity, background, api_name="/restore")
 
 
 def _size(path) -> tuple[int, int]:
@@ -90,13 +91,29 @@ def _offline_model_env(patch: pytest.MonkeyPatch, tmp: Path) -> None:
     patch.setenv("SGPN_WEIGHTS_DIR", str(tmp / "empty_weights_dir"))
 
 
+def _random_realesrgan(folder: Path) -> Path:
+    """Real-ESRGAN x2plus weights of the right layout with random values (the real file cannot be downloaded)."""
+    import torch
+
+    import basicsr_plugin.compat  # noqa: F401  (basicsr needs it with this torchvision)
+    from basicsr.archs.rrdbnet_arch import RRDBNet
+
+    torch.manual_seed(0)
+    network = RRDBNet(num_in_ch=3, num_out_ch=3, num_feat=64, num_block=23, num_grow_ch=32, scale=2)
+    path = folder / "RealESRGAN_x2plus.pth"
+    torch.save({"params_ema": network.state_dict()}, path)
+    return path
+
+
 @pytest.fixture(scope="module")
 def tiny_app(tiny_weights, bfm_dir, retinaface_dir, tmp_path_factory):
     """The demo with its real loader on the tiny generated SGPN and the real mobile0.25 detector, served locally."""
     with pytest.MonkeyPatch.context() as patch:
         _offline_model_env(patch, tmp_path_factory.mktemp("weights"))
         patch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
+        patch.setenv("SGPN_COMPILE", "0")   # torch.compile takes minutes on CPU: not what these tests check
         patch.setenv("SGPN_WEIGHTS_RETINAFACE_MOBILE025", str(retinaface_dir / "detection_mobilenet0.25_Final.pth"))
+        patch.setenv("SGPN_WEIGHTS_REALESRGAN_X2PLUS", str(_random_realesrgan(tmp_path_factory.mktemp("realesrgan"))))
         config = DemoConfig(**LIMITS, oversize="downscale", device="cpu", detector="retinaface_mobile0.25",
                             generator=str(tiny_weights["sgpn"]), d3dfr=str(tiny_weights["d3dfr"]),
                             bfm_dir=str(bfm_dir), allow_download=False, keep_memory=False)
@@ -167,7 +184,7 @@ def test_readme_documents_every_setting():
     for source in (REPO_ROOT / "gradio_app").glob("*.py"):
         read_by_app |= set(re.findall(r'"(SGPN_[A-Z0-9_]+)"', source.read_text(encoding="utf-8")))
     assert {"SGPN_MAX_FILE_SIZE", "SGPN_CONCURRENCY", "SGPN_DOWNLOAD_TIMEOUT"} <= read_by_app
-    networks = ("sgpn", "d3dfr", "retinaface_resnet50", "retinaface_mobile0.25", "parsenet")
+    networks = ("sgpn", "d3dfr", "retinaface_resnet50", "retinaface_mobile0.25", "parsenet", "realesrgan_x2plus")
     weights = {MODEL_ZOO[name].env_var for name in networks}
     zoo = {"SGPN_WEIGHTS_DIR", "SGPN_BFM_DIR", "SGPN_HF_REPO", "SGPN_BUNDLE_URL", "HF_HUB_OFFLINE"}
     undocumented = sorted(name for name in read_by_app | weights | zoo if f"`{name}`" not in readme)
@@ -278,7 +295,7 @@ def test_concurrency_setting_runs_restorations_in_parallel(tmp_path, faces_dir):
 
     with serve(build_demo(load, config=DemoConfig(concurrency=2, min_side=64), examples=[])) as url:
         client = _client(url)
-        jobs = [client.submit(handle_file(str(faces_dir / PHOTO)), 2, False, True, 1.0, False, "default",
+        jobs = [client.submit(handle_file(str(faces_dir / PHOTO)), 2, False, True, 1.0, False, "default", False,
                               api_name="/restore") for _ in range(2)]
         statuses = [job.result(timeout=60)[4] for job in jobs]
     assert all(status.startswith("Restored 1 face") for status in statuses)
@@ -339,6 +356,19 @@ def test_api_options_and_oversize_downscale(tiny_app, faces_dir, tmp_path):
 
     with pytest.raises(AppError, match=r"Model not available: .*parsing_parsenet\.pth"):   # offline, not cached
         _restore(client, faces_dir / PHOTO, upscale=1, face_parsing=True)
+
+
+@pytest.mark.slow
+def test_api_background_upscaling_goes_through_realesrgan(tiny_app, faces_dir, tmp_path):
+    small = tmp_path / "small.png"   # 90x128: Real-ESRGAN on the CPU stays quick
+    cv2.imwrite(str(small), cv2.resize(cv2.imread(str(faces_dir / PHOTO)), (90, 128), interpolation=cv2.INTER_AREA))
+    client = _client(tiny_app)
+    *_, resized, _ = _restore(client, small, upscale=2)
+    *_, upscaled, status = _restore(client, small, upscale=2, background=True)
+    assert _size(resized) == _size(upscaled) == (180, 256) and status.startswith("Restored 1 face")
+    # random Real-ESRGAN weights: a background (the bottom corners) nothing like the Lanczos-resized one
+    difference = np.abs(cv2.imread(resized).astype(int) - cv2.imread(upscaled).astype(int)).max(axis=2)
+    assert difference[-30:, :30].mean() > 20 and difference[-30:, -30:].mean() > 20
 
 
 @pytest.mark.slow
