@@ -21,11 +21,20 @@ logger = logging.getLogger("basicsr")
 USAGE = "usage: basicsr {train,test} -opt OPTIONS.yml [BasicSR flags: --launcher, --auto_resume, --debug, --force_yml]"
 
 
+def _remove_partial_writes(opt: dict) -> None:
+    """Delete the temporary files of checkpoint writes a killed run left behind (``.<name>.<id>.part``)."""
+    for key in ("models", "training_states"):
+        for path in Path(opt["path"][key]).glob(".*.part"):
+            logger.warning("--auto_resume: removing %s, left by a checkpoint write that did not finish", path)
+            path.unlink()
+
+
 def load_resume_state(opt: dict) -> dict | None:
     """BasicSR's resume-state lookup (``--auto_resume`` or ``path.resume_state``), loaded onto the CPU.
 
     ``--auto_resume`` takes the newest state that loads: a state left truncated by a killed run (before
-    states were written atomically, or a full disk) is skipped with a warning naming it. BasicSR 1.4.2
+    states were written atomically, or a full disk) is skipped with a warning naming it, and the
+    temporary files of interrupted writes are removed. BasicSR 1.4.2
     maps the state onto ``torch.cuda.current_device()``, which fails without CUDA; the optimizers move
     their state to their parameters' device when the model resumes.
     """
@@ -33,6 +42,8 @@ def load_resume_state(opt: dict) -> dict | None:
     from basicsr.utils.misc import check_resume
 
     if opt["auto_resume"]:
+        if opt["rank"] == 0:
+            _remove_partial_writes(opt)
         folder = Path(opt["path"]["training_states"])
         states = sorted(folder.glob("*.state"), key=lambda p: int(p.stem), reverse=True) if folder.is_dir() else []
         for path in states:

@@ -158,7 +158,6 @@ def test_torchrun_two_gloo_processes_train_identically_save_and_resume(tmp_path,
 def test_a_run_killed_while_writing_a_checkpoint_resumes_from_the_previous_one(tmp_path, faces_dir):
     opt = _tiny_options(faces_dir, fine_tune_d3dfr=False)
     opt["train"]["gan_opt"]["loss_weight"] = 0
-    opt["path"]["ignore_resume_networks"] = ["network_d3dfr"]    # frozen: the random D3DFR of manual_seed 0
     opt["logger"]["save_checkpoint_freq"] = 1
     del opt["val"], opt["datasets"]["val"]
     options = _write(opt, tmp_path)
@@ -168,6 +167,7 @@ def test_a_run_killed_while_writing_a_checkpoint_resumes_from_the_previous_one(t
     assert killed.returncode == -9, killed.stderr[-3000:]
     states = tmp_path / "experiments" / NAME / "training_states"
     assert sorted(p.name for p in states.glob("*.state")) == ["1.state"]        # no truncated 2.state
+    assert len(list(states.glob(".2.state.*.part"))) == 1                         # the write that was killed
 
     (states / "8.state").write_bytes((states / "1.state").read_bytes()[:100])    # e.g. a full disk
     resumed = _run([sys.executable, "-m", "basicsr_plugin", "train", "-opt", str(options), "--auto_resume"], tmp_path)
@@ -175,6 +175,7 @@ def test_a_run_killed_while_writing_a_checkpoint_resumes_from_the_previous_one(t
     assert "skipping unreadable training state" in resumed.stderr and "8.state" in resumed.stderr
     log = _logs(tmp_path / "experiments" / NAME)
     assert "Resuming training from epoch: 0, iter: 1." in log and "iter:       2," in log
+    assert "removing" in resumed.stderr and not list(states.glob(".*.part"))
     assert torch.load(states / "2.state", map_location="cpu", weights_only=False)["iter"] == 2
 
 
@@ -282,7 +283,7 @@ def test_validation_and_ema_use_bare_modules_and_d3dfr_batchnorm_stays_frozen(fa
     stats = {k: v.clone() for k, v in d3dfr.state_dict().items() if "running_" in k}
 
     dataset = build_dataset(dict(opt["datasets"]["train"], phase="train"))
-    model.feed_data({k: torch.stack([dataset[0][k], dataset[1][k]]) for k in ("lq", "gt", "landmarks", "crop_matrix")})
+    model.feed_data({k: dataset[0][k][None] for k in ("lq", "gt", "landmarks", "crop_matrix")})
     weight = d3dfr.final_layers[0].weight.clone()      # (the heads start at zero: the backbone moves later)
     model.optimize_parameters(1)
     assert not torch.equal(weight, d3dfr.final_layers[0].weight)       # D3DFR trains...
