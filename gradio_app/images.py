@@ -120,21 +120,26 @@ def to_display(image: np.ndarray, max_side: int | None = None) -> np.ndarray:
 
 
 class ResultStore:
-    """A private temporary folder for the full-resolution results offered for download.
+    """A private temporary folder for the images the demo serves: results, previews, upload copies (``save``),
+    and files kept for the store's lifetime (``kept``, e.g. the example photos).
 
-    Each result is written atomically into its own sub-folder (so names may repeat across users);
-    sub-folders older than ``max_age_s`` are removed when a new result is saved.
+    Each saved image is written atomically into its own sub-folder of ``results`` (so names may repeat across
+    users); sub-folders older than ``max_age_s`` are removed when a new image is saved.
     """
 
     def __init__(self, max_age_s: float = 3600.0):
         self._tmp = tempfile.TemporaryDirectory(prefix="sgpn_gradio_")
         self.root = Path(self._tmp.name)
+        self.results = self.root / "results"
+        self.results.mkdir()
+        self.kept = self.root / "kept"
+        self.kept.mkdir()
         self.max_age_s = max_age_s
 
     def save(self, image: np.ndarray, name: str) -> Path:
         """Write ``image`` (BGR(A), uint8/uint16) as PNG named ``name`` and return its path."""
         self._prune()
-        folder = self.root / uuid.uuid4().hex
+        folder = self.results / uuid.uuid4().hex
         folder.mkdir()
         path = folder / name
         write_image(path, image)
@@ -142,6 +147,6 @@ class ResultStore:
 
     def _prune(self) -> None:
         deadline = time.time() - self.max_age_s
-        for folder in self.root.iterdir():
+        for folder in self.results.iterdir():
             if folder.stat().st_mtime < deadline:
                 shutil.rmtree(folder, ignore_errors=True)

@@ -114,7 +114,7 @@ def build_demo(load: ModelLoader | None = None, *, config: DemoConfig | None = N
     pool = RestorerPool(load or sgpn_loader(config), config.concurrency).start()
     store = ResultStore()
     background_available = _realesrgan_installed()
-    example_rows = degraded_examples(store.root / "examples", None if examples is None else [Path(p) for p in examples])
+    example_rows = degraded_examples(store.kept, None if examples is None else [Path(p) for p in examples])
 
     def model_status() -> str:
         """The model's state in Markdown: loading progress, why it is not available, or '' when it is ready."""

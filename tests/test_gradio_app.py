@@ -20,7 +20,7 @@ from gradio_client.exceptions import AppError
 
 from gradio_app import DemoConfig, build_demo
 from gradio_app.examples import PRESETS, degraded_examples
-from gradio_app.images import OversizeError, fit_to_limits, plan_scale
+from gradio_app.images import OversizeError, ResultStore, fit_to_limits, plan_scale
 from gradio_app.models import RestoreSettings
 import sgpn_arch.bg_upsampler  # noqa: F401  (registers the Real-ESRGAN weights in the zoo)
 from sgpn_arch.examples import find_example_images
@@ -189,6 +189,16 @@ def test_readme_documents_every_setting():
     zoo = {"SGPN_WEIGHTS_DIR", "SGPN_BFM_DIR", "SGPN_HF_REPO", "SGPN_BUNDLE_URL", "HF_HUB_OFFLINE"}
     undocumented = sorted(name for name in read_by_app | weights | zoo if f"`{name}`" not in readme)
     assert not undocumented, f"gradio_app/README.md does not document {undocumented}"
+
+
+def test_result_store_prunes_old_results_and_keeps_examples():
+    store = ResultStore(max_age_s=0.0)   # everything saved before is old
+    examples = degraded_examples(store.kept)
+    first = store.save(np.zeros((8, 8, 3), np.uint8), "a.png")
+    time.sleep(0.01)
+    second = store.save(np.zeros((8, 8, 3), np.uint8), "a.png")
+    assert not first.exists() and second.exists() and first != second
+    assert examples and all(path.is_file() for path, _ in examples)
 
 
 def test_examples_are_degraded_public_domain_portraits(tmp_path):
