@@ -135,21 +135,28 @@ def _clean_to_equalised(key: str, value: torch.Tensor) -> torch.Tensor:
     return value
 
 
+# the input-channel dimension of the tensors whose layer input SGPN widens by concatenation (and of the
+# activation bias, whose output SGPN widens): SGPN's is the source's or twice it
+_WIDENED_DIM = {"conv.weight": 2, "modulation.weight": 0, "modulation.bias": 0, "activate.bias": 0}
+
+
 def _copy_into(target: torch.Tensor, source: torch.Tensor, key: str) -> None:
-    """Copy ``source`` into the leading slice of ``target``; conv weights rescaled for the wider fan-in."""
-    if target.ndim != source.ndim or any(s > t for s, t in zip(source.shape, target.shape)):
+    """Copy ``source`` into ``target`` (or its leading half where SGPN's layer is twice as wide); conv weights
+    are rescaled for the wider fan-in, the extra input channels zeroed, the extra activation biases 0."""
+    dim = next((d for suffix, d in _WIDENED_DIM.items() if key.endswith(suffix)), None)
+    expected = list(source.shape)
+    if dim is not None and target.shape[dim] == 2 * source.shape[dim]:
+        expected[dim] *= 2
+    if list(target.shape) != expected:
         raise ValueError(f"{key}: decoder tensor {tuple(source.shape)} does not fit SGPN's {tuple(target.shape)}")
     if key.endswith("conv.weight"):                             # [1, out, in, k, k]
-        if source.shape[:2] != target.shape[:2] or source.shape[3:] != target.shape[3:]:
-            raise ValueError(f"{key}: decoder tensor {tuple(source.shape)} does not fit SGPN's {tuple(target.shape)}")
         target.zero_()
         target[:, :, : source.shape[2]] = source * math.sqrt(target.shape[2] / source.shape[2])
-        return
-    if key.endswith("modulation.weight") and source.shape[1] != target.shape[1]:
-        raise ValueError(f"{key}: style width {source.shape[1]} is not network_g.style_dim {target.shape[1]}")
-    if key.endswith("activate.bias") and source.shape != target.shape:
+    elif key.endswith("activate.bias"):
         target.zero_()
-    target[tuple(slice(0, n) for n in source.shape)] = source
+        target[: source.shape[0]] = source
+    else:                                                       # modulation rows of the new channels: as initialised
+        target[tuple(slice(0, n) for n in source.shape)] = source
 
 
 def load_pretrained_decoder(generator: nn.Module, path: str | os.PathLike) -> DecoderInitReport:

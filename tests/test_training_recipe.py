@@ -179,6 +179,9 @@ def test_pretrained_decoder_in_every_supported_layout(tmp_path, faces_dir):
     torch.save({"g_ema": PlainStyleGAN2Synthesis(32, 2, 0.25, 16).state_dict()}, tmp_path / "wide.pt")
     with pytest.raises(CheckpointError, match=r"wide\.pt \(stylegan2_rosinality\) does not fit.*narrow"):
         load_pretrained_decoder(SGPNGenerator(**sgpn_config), tmp_path / "wide.pt")
+    torch.save({"g_ema": PlainStyleGAN2Synthesis(32, 2, 0.0625, 16).state_dict()}, tmp_path / "narrow.pt")
+    with pytest.raises(CheckpointError, match=r"narrow\.pt \(stylegan2_rosinality\) does not fit"):
+        load_pretrained_decoder(SGPNGenerator(**sgpn_config), tmp_path / "narrow.pt")
     torch.save({"g_ema": PlainStyleGAN2Synthesis(64, 2, 0.125, 16).state_dict()}, tmp_path / "size64.pt")
     with pytest.raises(CheckpointError, match="64 px generator; network_g.size is 32"):
         load_pretrained_decoder(SGPNGenerator(**sgpn_config), tmp_path / "size64.pt")
