@@ -202,9 +202,9 @@ class FaceRestorer:
     def align(self, image01: np.ndarray, landmarks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Crop (float BGR, ``size``²) aligned to the template, and the input → crop affine."""
         affine = similarity_transform(landmarks, self.template)
-        crop = cv2.warpAffine(image01, affine, (self.size, self.size), flags=cv2.INTER_LINEAR,
+        crop = cv2.warpAffine(image01, affine, (self.size, self.size), flags=cv2.INTER_CUBIC,
                               borderMode=cv2.BORDER_CONSTANT, borderValue=BORDER_GREY)
-        return crop, affine
+        return np.clip(crop, 0, 1, out=crop), affine
 
     # --- restoration -----------------------------------------------------------------------
 
@@ -380,7 +380,7 @@ class FaceRestorer:
         for face, affine in zip(faces01, affines):
             inverse = cv2.invertAffineTransform(affine) * u
             inverse[:, 2] += 0.5 * (u - 1)            # pixel centres: p_out = u·p_in + (u − 1)/2
-            warped = cv2.warpAffine(face, inverse, (w, h), flags=cv2.INTER_LINEAR)
+            warped = np.clip(cv2.warpAffine(face, inverse, (w, h), flags=cv2.INTER_CUBIC), 0, 1)
             region = cv2.warpAffine(self.face_region(face), inverse, (w, h), flags=cv2.INTER_LINEAR)
             edge = max(1, int(np.sqrt(region.sum())) // 20)
             core = cv2.erode((region > 0.999).astype(np.float32), np.ones((2 * edge + 1,) * 2, np.uint8))
