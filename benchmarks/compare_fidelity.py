@@ -29,6 +29,9 @@ class IdentitySGPN(torch.nn.Module):
 
     size = 512
 
+    def accelerate(self, **options):
+        return self
+
     def restore(self, lq, landmarks):
         from sgpn_arch.model import SGPNOutput
 
