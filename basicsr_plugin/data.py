@@ -39,7 +39,8 @@ def check_keys(opt: dict, allowed: set[str], where: str) -> None:
 
 def degradation_options(opt: dict) -> dict:
     """:class:`BlindDegradation` arguments from dataset options, GFPGAN's ``kernel_list``/``kernel_prob`` included."""
-    args = {k: tuple(v) if isinstance(v, list) else v for k, v in opt.items() if k in DEGRADATION_KEYS}
+    args = {k: tuple(v) if isinstance(v, list) else v for k, v in opt.items()
+            if k in DEGRADATION_KEYS and v is not None}       # ~ (GFPGAN's "off"): the default
     if "kernel_list" in opt or "kernel_prob" in opt:
         kinds, probs = list(opt.get("kernel_list", [])), list(opt.get("kernel_prob", []))
         if len(kinds) != len(probs) or set(kinds) - {"iso", "aniso"} or "anisotropic_prob" in opt:
