@@ -215,7 +215,7 @@ class RestorerPool:
         """A restorer for ``settings``, held exclusively for the ``with`` block (waits for the model to load)."""
         self._done.wait()
         if self._error is not None:
-            raise self._error
+            raise ModelUnavailableError(self._error.reason)
         slot = self._slots.get()
         try:
             if settings not in slot:

@@ -189,7 +189,7 @@ def build_demo(load: ModelLoader | None = None, *, config: DemoConfig | None = N
         except NoFaceError as error:
             raise user_error("No face found", "try a photo in which a face is clearly visible (roughly frontal, "
                                               "not too small).") from error
-        except (ValueError, NotImplementedError) as error:
+        except ValueError as error:   # options the pipeline refuses (e.g. official fidelity with face parsing)
             raise user_error("Cannot restore this photo", str(error)) from error
 
         progress(0.8, desc="Preparing the results")
