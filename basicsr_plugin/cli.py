@@ -34,9 +34,9 @@ def load_resume_state(opt: dict) -> dict | None:
 
     ``--auto_resume`` takes the newest state that loads: a state left truncated by a killed run (before
     states were written atomically, or a full disk) is skipped with a warning naming it, and the
-    temporary files of interrupted writes are removed. BasicSR 1.4.2
-    maps the state onto ``torch.cuda.current_device()``, which fails without CUDA; the optimizers move
-    their state to their parameters' device when the model resumes.
+    temporary files of interrupted writes are removed. BasicSR 1.4.2 maps the state onto
+    ``torch.cuda.current_device()``, which fails without CUDA; the optimizers move their state to their
+    parameters' device when the model resumes.
     """
     import torch
     from basicsr.utils.misc import check_resume

@@ -25,8 +25,8 @@ BACKEND_ENV = "SGPN_DIST_BACKEND"
 BACKENDS = ("nccl", "gloo", "mpi")
 DEFAULT_PORT = 29500   # torch.distributed's own default
 # torch ≥ 2.14 deprecates broadcast_buffers in favour of forward_sync_buffers (same meaning for forwards)
-_FORWARD_BUFFER_SYNC = ("forward_sync_buffers" if "forward_sync_buffers" in inspect.signature(DistributedDataParallel).parameters
-                        else "broadcast_buffers")
+_DDP_PARAMETERS = inspect.signature(DistributedDataParallel).parameters
+_FORWARD_BUFFER_SYNC = "forward_sync_buffers" if "forward_sync_buffers" in _DDP_PARAMETERS else "broadcast_buffers"
 
 
 def choose_backend() -> str:

@@ -61,7 +61,8 @@ cli.main(sys.argv[1:])
 
 def checksums(model) -> dict[str, str]:
     """sha256 of every tensor of the bare generator, EMA, discriminator and D3DFR of an SGPNModel."""
-    nets = {"net_g": model.net_g, "net_g_ema": model.net_g_ema, "net_d": model.net_d, "net_d3dfr": model.shape_prior.d3dfr}
+    nets = {"net_g": model.net_g, "net_g_ema": model.net_g_ema, "net_d": model.net_d,
+            "net_d3dfr": model.shape_prior.d3dfr}
     return {f"{name}.{key}": hashlib.sha256(value.detach().cpu().contiguous().numpy().tobytes()).hexdigest()
             for name, net in nets.items() for key, value in model.get_bare_model(net).state_dict().items()}
 
@@ -257,11 +258,13 @@ def test_launcher_slurm_starts_a_gloo_process_group(tmp_path):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     # distributed.py alone (torch only), not the whole plugin with BasicSR: two fast interpreters
+    source = str(REPO / "basicsr_plugin" / "distributed.py")
     code = ("import importlib.util, torch, torch.distributed as dist; "
-            f"spec = importlib.util.spec_from_file_location('distributed', {str(REPO / 'basicsr_plugin' / 'distributed.py')!r}); "
+            f"spec = importlib.util.spec_from_file_location('distributed', {source!r}); "
             "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module); "
             f"module.init_dist('slurm', backend='nccl', port={port}); t = torch.ones(1) * (dist.get_rank() + 1); "
-            "dist.all_reduce(t); print(dist.get_backend(), dist.get_world_size(), int(t)); dist.destroy_process_group()")
+            "dist.all_reduce(t); print(dist.get_backend(), dist.get_world_size(), int(t)); "
+            "dist.destroy_process_group()")
     env = dict(_env(), PATH=f"{tmp_path}{os.pathsep}{os.environ['PATH']}", SLURM_NODELIST="node[07-08]",
                SLURM_NTASKS="2")
     procs = [subprocess.Popen([sys.executable, "-c", code], env=dict(env, SLURM_PROCID=str(r), SLURM_LOCALID=str(r)),
