@@ -67,3 +67,16 @@ def test_warp_affine_matches_opencv_and_inverts():
     np.testing.assert_allclose(got[0].permute(1, 2, 0).numpy()[2:-2, 2:-2], expected[2:-2, 2:-2], atol=1e-4)
     m = torch.from_numpy(matrix)[None]
     np.testing.assert_allclose((invert_affine(invert_affine(m))).numpy(), m.numpy(), atol=1e-5)
+
+
+def test_sgpn_template_exact_and_float64_alignment():
+    # the demo's reference points, computed in float64: the rounded values of reference/README.md ± 1e-5
+    readme = np.array([[202.04068, 242.88396], [309.43025, 242.28998], [256.07680, 303.95917],
+                       [211.95977, 366.82819], [300.89112, 366.33631]])
+    exact = get_template("sgpn", dtype=np.float64)
+    assert exact.dtype == np.float64 and np.abs(exact - readme).max() < 1e-5
+    assert get_template("sgpn").dtype == np.float32
+    src = np.random.default_rng(1).uniform(0, 900, (5, 2))
+    m64 = similarity_transform(src, exact, np.float64)
+    assert m64.dtype == np.float64
+    np.testing.assert_allclose(m64, similarity_transform(src, exact), rtol=1e-6, atol=1e-4)
