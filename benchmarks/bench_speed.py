@@ -3,15 +3,18 @@
 All subjects run in one process, interleaved round by round, on the same random 512 input, with random
 weights (speed does not depend on the values). Reported: median ms per call, ratio to GFPGAN v1.4's
 generator measured in the same run, GFLOP/s achieved (FLOPs from ``torch.utils.flop_counter``) and
-peak resident memory of a fresh process that builds the subject and runs it twice. ``--keep-memory`` makes
+peak resident memory of a fresh process that builds the subject and runs it twice, and the first call
+(warm-up, compilation included) separately. ``--keep-memory`` makes
 the process keep freed memory (``sgpn_arch.cpu_memory``, as ``sgpn restore --keep-memory``) for every subject.
 
     python benchmarks/bench_speed.py --rounds 7 --batch 1 4 --out benchmarks/RESULTS.md
+    python benchmarks/bench_speed.py --device cuda --no-memory --subjects gfpgan gfpgan_fp16 sgpn_generator_fp16
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -36,15 +39,22 @@ SIZE = 512
 FULL_SIZE_BFM = {"grid": 214}   # 35.6k vertices / 70.4k triangles, like the real BFM09 front face
 
 
-def _sgpn_model(compile: bool, dtype: torch.dtype | None):
+@functools.cache
+def sgpn_assets() -> tuple[dict[str, Path], Path]:
+    """Official-size random weights and a full-size synthetic BFM, written once per process."""
     from sgpn_arch.bfm_synthetic import write_synthetic_bfm
     from sgpn_arch.checkpoints import write_random_checkpoints
-    from sgpn_arch.model import build_sgpn
 
     folder = Path(tempfile.mkdtemp(prefix="sgpn_bench_"))
-    weights = write_random_checkpoints(folder / "weights", preset="official")
-    bfm = write_synthetic_bfm(folder / "bfm", **FULL_SIZE_BFM)
-    model = build_sgpn(weights["sgpn"], weights["d3dfr"], bfm, renderer_backend="torch")
+    return (write_random_checkpoints(folder / "weights", preset="official"),
+            write_synthetic_bfm(folder / "bfm", **FULL_SIZE_BFM))
+
+
+def _sgpn_model(compile: bool | str, dtype: torch.dtype | None, device: str):
+    from sgpn_arch.model import build_sgpn
+
+    weights, bfm = sgpn_assets()
+    model = build_sgpn(weights["sgpn"], weights["d3dfr"], bfm, device=device, renderer_backend="torch")
     return model.requires_grad_(False).accelerate(compile=compile, dtype=dtype)
 
 
@@ -54,24 +64,44 @@ def _template_landmarks(batch: int) -> torch.Tensor:
     return torch.as_tensor(get_template("sgpn", SIZE), dtype=torch.float32).expand(batch, 5, 2).clone()
 
 
-def build_subject(name: str, batch: int) -> Callable[[], torch.Tensor]:
-    """A zero-argument callable running one forward of ``name`` on a fixed random batch."""
+DTYPES = {"_bf16": torch.bfloat16, "_fp16": torch.float16}
+
+
+def _subject_dtype(name: str) -> torch.dtype | None:
+    return next((dtype for suffix, dtype in DTYPES.items() if name.endswith(suffix)), None)
+
+
+def build_subject(name: str, batch: int, device: str = "cpu") -> Callable[[], torch.Tensor]:
+    """A zero-argument callable running one forward of ``name`` on a fixed random batch.
+
+    Names: ``{gfpgan|gpen|codeformer}[_bf16|_fp16]`` and ``sgpn_{restore|generator}[_default|_compiled][_bf16|_fp16]``
+    (``_default``: the compile choice every front end gets, ``accelerate(compile="auto")``).
+    """
     torch.manual_seed(0)
-    lq = torch.rand(batch, 3, SIZE, SIZE) * 2 - 1
+    lq = torch.rand(batch, 3, SIZE, SIZE, device=device) * 2 - 1
+    dtype = _subject_dtype(name)
     if name.startswith("sgpn_"):
-        # sgpn_{restore|generator}[_compiled][_bf16]
-        model = _sgpn_model(compile="_compiled" in name, dtype=torch.bfloat16 if name.endswith("_bf16") else None)
-        landmarks = _template_landmarks(batch)
+        compile = "auto" if "_default" in name else "_compiled" in name
+        model = _sgpn_model(compile=compile, dtype=dtype, device=device)
+        landmarks = _template_landmarks(batch).to(device)
         if name.startswith("sgpn_restore"):
             return lambda: model.restore(lq, landmarks).restored
-        prior = model.shape_prior(lq, landmarks)
+        with torch.no_grad():
+            prior = model.shape_prior(lq, landmarks)
         dtype = model.generator_dtype
-        render, coeffs, lq_g = prior.render.detach().to(dtype), prior.coeffs.detach().to(dtype), lq.to(dtype)
-        return lambda: model.generator(lq_g, render, coeffs)
+        render, coeffs, lq_g = prior.render.to(dtype), prior.coeffs.to(dtype), lq.to(dtype)
+        generator = model.compiled_generator or model.generator
+        return lambda: generator(lq_g, render, coeffs)
     from sgpn_arch.peers import build_peer_network
 
-    net = build_peer_network(name).eval().requires_grad_(False)
+    net = build_peer_network(name.removesuffix("_bf16").removesuffix("_fp16")).eval().requires_grad_(False)
+    net = net.to(device, dtype or torch.float32)
+    lq = lq.to(dtype or torch.float32)
     return lambda: net(lq)
+
+
+def _eager_twin(name: str) -> str:
+    return name.replace("_compiled", "").replace("_default", "")
 
 
 def count_flops(fn: Callable[[], torch.Tensor]) -> float:
@@ -94,51 +124,82 @@ def peak_rss_mib(name: str, batch: int, keep_memory: bool) -> float:
     return int(out.stdout.strip().splitlines()[-1]) / 1024
 
 
-def run(subjects: list[str], batches: list[int], rounds: int, memory: bool, keep_memory: bool) -> list[dict]:
+def run(subjects: list[str], batches: list[int], rounds: int, memory: bool, keep_memory: bool,
+        device: str = "cpu") -> list[dict]:
+    """Time every subject, round by round; wall time, and on CPU also the process's CPU time.
+
+    CPU time (all threads) is what a face costs the machine: on a CPU shared with other work it moves
+    much less than wall time, so its ratio to GFPGAN is the steadier one under load.
+    """
+    sync = torch.cuda.synchronize if device.startswith("cuda") else (lambda: None)
     rows = []
     for batch in batches:
-        fns = {name: build_subject(name, batch) for name in subjects}
-        flops = {name: count_flops(fn) for name, fn in fns.items()}
+        fns = {name: build_subject(name, batch, device) for name in subjects}
+        # compiled subjects do the eager twin's FLOPs (counting would compile them under the counter)
+        flops = {name: count_flops(fn) for name, fn in fns.items() if name == _eager_twin(name)}
+        warmup: dict[str, float] = {}
         with torch.inference_mode():
-            for fn in fns.values():   # warm-up (and compilation)
+            for name, fn in fns.items():   # warm-up (and compilation)
+                start = time.perf_counter()
                 fn()
+                sync()
+                warmup[name] = time.perf_counter() - start
             times: dict[str, list[float]] = {name: [] for name in fns}
+            cpu_times: dict[str, list[float]] = {name: [] for name in fns}
             for _ in range(rounds):
                 for name, fn in fns.items():
-                    start = time.perf_counter()
+                    start, cpu_start = time.perf_counter(), time.process_time()
                     fn()
+                    sync()
                     times[name].append(time.perf_counter() - start)
+                    cpu_times[name].append(time.process_time() - cpu_start)
         base = statistics.median(times["gfpgan"]) if "gfpgan" in times else None
+        cpu_base = statistics.median(cpu_times["gfpgan"]) if "gfpgan" in times else None
         for name in fns:
-            med = statistics.median(times[name])
+            med, cpu_med = statistics.median(times[name]), statistics.median(cpu_times[name])
+            gflops = flops[_eager_twin(name)] / 1e9 if _eager_twin(name) in flops else None
             rows.append(dict(subject=name, batch=batch, median_ms=med * 1000, per_face_ms=med * 1000 / batch,
                              min_ms=min(times[name]) * 1000, max_ms=max(times[name]) * 1000,
                              ratio_to_gfpgan=med / base if base else None,
-                             gflops=flops[name] / 1e9, gflop_per_s=flops[name] / 1e9 / med,
+                             cpu_ms=cpu_med * 1000, cpu_ratio_to_gfpgan=cpu_med / cpu_base if cpu_base else None,
+                             warmup_ms=warmup[name] * 1000,
+                             gflops=gflops, gflop_per_s=gflops / med if gflops else None,
                              peak_rss_mib=peak_rss_mib(name, batch, keep_memory) if memory else None))
     return rows
 
 
-def to_markdown(rows: list[dict], command: str, allocator: str) -> str:
-    lines = [f"Command: `{command}`", "",
-             f"Machine: {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
-             f"torch {torch.__version__}, {torch.get_num_threads()} threads; allocator: {allocator}", "",
-             "| subject | batch | median ms | per face ms | min–max ms | ratio to GFPGAN | GFLOPs | GFLOP/s | peak RSS MiB |",
-             "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: |"]
+def machine_line(device: str, allocator: str) -> str:
+    """Where a table was measured, with the load averages (other work on a shared CPU inflates wall times)."""
+    if device.startswith("cuda"):
+        where = f"{torch.cuda.get_device_name(device)}, host {os.cpu_count()} cores"
+    else:
+        where = f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"
+    load = " / ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (f"Machine: {where}, torch {torch.__version__}, {torch.get_num_threads()} threads; allocator: {allocator}; "
+            f"load average (1/5/15 min) at the end: {load}")
+
+
+def to_markdown(rows: list[dict], command: str, machine: str) -> str:
+    lines = [f"Command: `{command}`", "", machine, "",
+             "| subject | batch | median ms | per face ms | min–max ms | ratio to GFPGAN | CPU-time ratio | warm-up s "
+             "| GFLOPs | GFLOP/s | peak RSS MiB |",
+             "| --- | ---: | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | ---: |"]
+    fmt = lambda value, spec: "–" if value is None else format(value, spec)  # noqa: E731
     for r in rows:
-        ratio = f"{r['ratio_to_gfpgan']:.2f}" if r["ratio_to_gfpgan"] is not None else "–"
-        rss = f"{r['peak_rss_mib']:.0f}" if r["peak_rss_mib"] is not None else "–"
         lines.append(f"| {r['subject']} | {r['batch']} | {r['median_ms']:.0f} | {r['per_face_ms']:.0f} | "
-                     f"{r['min_ms']:.0f}–{r['max_ms']:.0f} | {ratio} | {r['gflops']:.1f} | {r['gflop_per_s']:.0f} | {rss} |")
+                     f"{r['min_ms']:.0f}–{r['max_ms']:.0f} | {fmt(r['ratio_to_gfpgan'], '.2f')} | "
+                     f"{fmt(r['cpu_ratio_to_gfpgan'], '.2f')} | {r['warmup_ms'] / 1000:.1f} | {fmt(r['gflops'], '.1f')} | "
+                     f"{fmt(r['gflop_per_s'], '.0f')} | {fmt(r['peak_rss_mib'], '.0f')} |")
     return "\n".join(lines) + "\n"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--subjects", nargs="+",
-                        default=["gfpgan", "sgpn_generator", "sgpn_generator_compiled", "sgpn_generator_compiled_bf16",
-                                 "sgpn_restore", "sgpn_restore_compiled", "sgpn_restore_compiled_bf16", "gpen", "codeformer"],
-                        help="gfpgan, gpen, codeformer, sgpn_{restore|generator}[_compiled][_bf16]")
+                        default=["gfpgan", "sgpn_generator", "sgpn_generator_compiled", "sgpn_restore",
+                                 "sgpn_restore_default", "gpen", "codeformer"],
+                        help="{gfpgan|gpen|codeformer}[_bf16|_fp16], sgpn_{restore|generator}[_default|_compiled][_bf16|_fp16]")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (GPU: add --no-memory)")
     parser.add_argument("--batch", nargs="+", type=int, default=[1])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
@@ -150,9 +211,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     keep_memory = args.keep_memory and keep_freed_memory()
-    rows = run(args.subjects, args.batch, args.rounds, memory=not args.no_memory, keep_memory=keep_memory)
+    rows = run(args.subjects, args.batch, args.rounds, memory=not args.no_memory, keep_memory=keep_memory,
+               device=args.device)
     allocator = "freed memory kept (--keep-memory)" if keep_memory else "glibc default"
-    table = to_markdown(rows, "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:]), allocator)
+    table = to_markdown(rows, "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:]),
+                        machine_line(args.device, allocator))
     sys.stdout.write(table)
     if args.out:
         args.out.write_text(table)

@@ -10,10 +10,11 @@ import math
 import re
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
-from .stylegan2_ops import (ConstantInput, ConvLayer, EqualConv2d, EqualLinear, FusedLeakyReLU,
-                            ModulatedConv2d, NoiseInjection, PixelNorm, ToRGB, stylegan2_channels)
+from .stylegan2_ops import (LEAKY_GAIN, LEAKY_SLOPE, ConstantInput, ConvLayer, EqualConv2d, EqualLinear,
+                            FusedLeakyReLU, ModulatedConv2d, NoiseInjection, PixelNorm, ToRGB, stylegan2_channels)
 
 COEFF_DIM = 257
 
@@ -75,6 +76,25 @@ class AFFBConv(StyledConv):
         fused = feature_3d + mask * (feature_lq - feature_3d)
         return self.activate(self.noise(out, fused))
 
+    def forward_inference(self, x: torch.Tensor, style: torch.Tensor, mask_input: torch.Tensor,
+                          feature_lq: torch.Tensor, feature_3d: torch.Tensor) -> torch.Tensor:
+        """:meth:`forward` without autograd, with its element-wise work fused and done in place.
+
+        ``mask_input [B, 3C, H, W]`` holds ``cat[·, f_lq, f_3d]`` (filled once per resolution, shared by
+        its two layers); the conv output goes into its first C channels, so nothing is concatenated.
+        The activation gain √2 is folded into the conv and the bias (``leaky(z)·√2 = leaky(√2·z)``).
+        """
+        c = self.conv.out_channels
+        out = self.conv(x, style)
+        mask_input[:, :c] = out
+        mask = self.convs_mask(mask_input).sigmoid_()
+        bias = (self.activate.bias * LEAKY_GAIN).view(1, -1, 1, 1)
+        result = out.new_empty(out.shape[0], 2 * c, *out.shape[2:])
+        torch.add(bias[:, :c], out, alpha=LEAKY_GAIN, out=result[:, :c])
+        fused = torch.lerp(feature_3d, feature_lq, mask, out=result[:, c:])
+        torch.addcmul(bias[:, c:], fused, self.noise.weight * LEAKY_GAIN, out=fused)
+        return F.leaky_relu_(result, LEAKY_SLOPE)
+
 
 def add_synthesis_layers(decoder: nn.Module, size: int, channels: dict[int, int], style_dim: int,
                          conv: type[StyledConv]) -> None:
@@ -117,10 +137,19 @@ class SGPNDecoder(nn.Module):
         w = self.mlp(latent)
         out = self.conv1(self.input(latent.shape[0]), w, features_lq[4])
         skip = self.to_rgb1(out, w)
+        inference = not torch.is_grad_enabled()
         for i, to_rgb in enumerate(self.to_rgbs):
             res = 2 ** (i + 3)
-            out = self.convs[2 * i](out, w, features_lq[res], features_3d[res])
-            out = self.convs[2 * i + 1](out, w, features_lq[res], features_3d[res])
+            f_lq, f_3d = features_lq[res], features_3d[res]
+            if inference:
+                c = f_lq.shape[1]
+                mask_input = f_lq.new_empty(f_lq.shape[0], 3 * c, res, res)
+                mask_input[:, c:2 * c], mask_input[:, 2 * c:] = f_lq, f_3d
+                out = self.convs[2 * i].forward_inference(out, w, mask_input, f_lq, f_3d)
+                out = self.convs[2 * i + 1].forward_inference(out, w, mask_input, f_lq, f_3d)
+            else:
+                out = self.convs[2 * i](out, w, f_lq, f_3d)
+                out = self.convs[2 * i + 1](out, w, f_lq, f_3d)
             skip = to_rgb(out, w, skip)
         return skip
 

@@ -11,6 +11,7 @@ from torch import nn
 from .bfm import ParametricFaceModel
 from .checkpoint_layouts import describe_state_dict
 from .checkpoints import CheckpointError, check_layout, load_state_dict_file, load_strict
+from .compilation import CompiledInference, compile_devices
 from .d3dfr import ReconNet
 from .generator import SGPNGenerator
 from .renderer import MeshRenderer
@@ -37,6 +38,7 @@ class SGPN(nn.Module):
         self.generator = generator
         self.shape_prior = shape_prior
         self.generator_dtype = torch.float32
+        self.compiled_generator: CompiledInference | None = None
 
     @property
     def size(self) -> int:
@@ -46,7 +48,8 @@ class SGPN(nn.Module):
     def forward(self, lq: torch.Tensor, landmarks: torch.Tensor) -> SGPNOutput:
         prior = self.shape_prior(lq, landmarks)
         dtype = self.generator_dtype
-        restored = self.generator(lq.to(dtype), prior.render.to(dtype), prior.coeffs.to(dtype))
+        generator = self.compiled_generator or self.generator
+        restored = generator(lq.to(dtype), prior.render.to(dtype), prior.coeffs.to(dtype))
         restored = restored.float().clamp(-1, 1)
         return SGPNOutput(restored=restored, render=prior.render, coeffs=prior.coeffs, mask=prior.mask)
 
@@ -60,22 +63,27 @@ class SGPN(nn.Module):
         device = next(self.parameters()).device
         return self(lq.to(device, torch.float32), landmarks.to(device, torch.float32))
 
-    def accelerate(self, compile: bool = False, dtype: torch.dtype | None = None) -> "SGPN":
+    def accelerate(self, compile: bool | str | None = None, dtype: torch.dtype | None = None) -> "SGPN":
         """Inference speed options; outputs stay equal to the plain path within float tolerance.
 
-        ``compile``: ``torch.compile`` the generator and D3DFR (inductor, frozen weights; the first
-        call is slow). ``dtype``: run the generator in ``torch.float16``/``torch.bfloat16`` (GPU);
-        the shape prior stays in float32.
+        ``compile``: run the generator through ``torch.compile`` (:mod:`sgpn_arch.compilation`: inductor,
+        frozen weights, kernels cached on disk, eager if compiling fails): ``"auto"`` where it pays (CPU;
+        ``SGPN_COMPILE=0`` turns it off), ``True`` on every device, ``False`` never; ``None`` keeps the
+        current choice. The first compiled call compiles (1–3 min on 2 CPU cores, seconds once cached)
+        and freezes the weights: call ``accelerate`` again after changing them. ``dtype``: run the
+        generator in ``torch.float16``/``torch.bfloat16`` (GPU); the shape prior stays in float32.
         """
         if dtype is not None:
             if dtype not in (torch.float32, torch.float16, torch.bfloat16):
                 raise ValueError(f"dtype must be float32, float16 or bfloat16, got {dtype}")
             self.generator.to(dtype)
             self.generator_dtype = dtype
-        if compile:
-            options = {"freezing": True}
-            self.generator.compile(options=options)
-            self.shape_prior.d3dfr.compile(options=options)
+        if compile is not None:
+            devices, current = compile_devices(compile), self.compiled_generator
+            if devices == ():
+                self.compiled_generator = None
+            elif current is None or current.devices != devices or dtype is not None:
+                self.compiled_generator = CompiledInference(self.generator, devices)
         return self
 
 

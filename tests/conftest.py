@@ -12,6 +12,8 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 torch.set_num_threads(min(2, os.cpu_count() or 1))
+# eager by default in tests: compiling each test's network would cost minutes (the compiled default path has its own tests)
+os.environ.setdefault("SGPN_COMPILE", "0")
 
 
 @pytest.fixture(scope="session")

@@ -1,12 +1,15 @@
 """The full chain: aligned crop + landmarks → shape prior → generator, batched."""
 
+import logging
 import math
+import os
 
 import pytest
 import torch
 
 from sgpn_arch.align import get_template
 from sgpn_arch.checkpoints import CheckpointError
+from sgpn_arch import compilation
 from sgpn_arch.model import build_sgpn
 
 
@@ -75,12 +78,17 @@ def test_accelerated_paths_match_plain(tiny_weights, bfm_dir):
 
 
 @pytest.mark.slow
-def test_compiled_path_matches_plain(tiny_weights, bfm_dir):
-    plain = build_sgpn(tiny_weights["sgpn"], tiny_weights["d3dfr"], bfm_dir)
-    compiled = build_sgpn(tiny_weights["sgpn"], tiny_weights["d3dfr"], bfm_dir).accelerate(compile=True)
+def test_default_compiled_path_matches_plain(tiny_weights, bfm_dir, monkeypatch, tmp_path):
+    """What every front end runs on CPU by default (compile="auto") equals eager float32 within 1e-4."""
+    monkeypatch.delenv("SGPN_COMPILE", raising=False)
+    monkeypatch.setattr(compilation, "_USER_CACHE_DIR", str(tmp_path / "inductor"))
+    plain = build_sgpn(tiny_weights["sgpn"], tiny_weights["d3dfr"], bfm_dir).accelerate(compile=False)
+    compiled = build_sgpn(tiny_weights["sgpn"], tiny_weights["d3dfr"], bfm_dir).accelerate(compile="auto")
     lq = torch.rand(1, 3, 512, 512) * 2 - 1
     expected = plain.restore(lq, _landmarks(1))
     got = compiled.restore(lq, _landmarks(1))
+    # compiled (no fallback to eager) with its kernels in the on-disk cache
+    assert compiled.compiled_generator.uses_compiled(lq.device) and any((tmp_path / "inductor").iterdir())
     torch.testing.assert_close(got.coeffs, expected.coeffs, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(got.restored, expected.restored, atol=1e-4, rtol=1e-4)
 
@@ -153,3 +161,40 @@ def test_d3dfr_window_outside_the_crop_is_grey(bfm_dir):
     assert seen.shape == (3, 224, 224)
     assert torch.all(seen[:, 112, 112] == 0) and torch.all(seen[:, 0, 0] == 0.5)
     assert 0.05 < (seen[0] == 0.5).float().mean() < 0.5
+
+
+def test_compile_auto_is_cpu_only_and_can_be_turned_off(tiny_sgpn, monkeypatch):
+    monkeypatch.delenv("SGPN_COMPILE", raising=False)
+    model = tiny_sgpn.accelerate(compile="auto")
+    try:
+        compiled = model.compiled_generator
+        assert compiled.uses_compiled(torch.device("cpu")) and not compiled.uses_compiled(torch.device("cuda"))
+        assert model.accelerate(compile="auto").compiled_generator is compiled   # kept: nothing recompiles
+        assert model.accelerate(compile=True).compiled_generator.uses_compiled(torch.device("cuda"))
+        monkeypatch.setenv("SGPN_COMPILE", "0")
+        assert model.accelerate(compile="auto").compiled_generator is None
+        with pytest.raises(ValueError, match="compile"):
+            model.accelerate(compile="yes")
+    finally:
+        model.accelerate(compile=False)
+
+
+def test_failed_compile_runs_eager_with_one_warning(monkeypatch, caplog):
+    seen_cache_dirs = []
+
+    def broken_compile(module, options):
+        def call(*inputs):
+            seen_cache_dirs.append(os.environ.get("TORCHINDUCTOR_CACHE_DIR"))
+            raise RuntimeError("InvalidCxxCompiler: no working C++ compiler found")
+        return call
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    monkeypatch.delenv("TORCHINDUCTOR_CACHE_DIR", raising=False)
+    net = torch.nn.Conv2d(3, 4, 3)
+    runner = compilation.CompiledInference(net, ("cpu",))
+    x = torch.rand(1, 3, 8, 8)
+    with caplog.at_level(logging.WARNING, logger="sgpn_arch.compilation"):
+        torch.testing.assert_close(runner(x), net(x))
+        torch.testing.assert_close(runner(x), net(x))
+    assert [r.message.count("--no-compile") for r in caplog.records] == [1]   # warned once, not retried
+    assert seen_cache_dirs == [str(compilation.compile_cache_dir())] and "TORCHINDUCTOR_CACHE_DIR" not in os.environ

@@ -174,3 +174,29 @@ def test_d3dfr_outputs_257_coefficients_and_starts_at_mean_face():
         out = net(torch.rand(2, 3, 224, 224))
     assert out.shape == (2, 257)
     assert torch.count_nonzero(out) == 0
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_inference_path_matches_autograd_path(batch):
+    """Without autograd the encoder and the AFFB blocks take their fused in-place path: same numbers."""
+    from sgpn_arch.checkpoints import randomize_generator_
+
+    gen = SGPNGenerator(size=64, narrow=0.25).eval()
+    randomize_generator_(gen, 0)   # non-zero noise weights and biases: every fused term matters
+    for name, param in gen.named_parameters():
+        if name.endswith("bias"):
+            param.data.normal_(0, 0.5, generator=torch.Generator().manual_seed(len(name)))
+    lq, render, coeffs = _inputs(batch, 64)
+    with torch.no_grad():
+        fused = gen(lq, render, coeffs)
+    reference = gen(lq, render, coeffs)   # grad enabled: the plain formulation (torch.cat, out-of-place)
+    assert reference.requires_grad and not fused.requires_grad
+    torch.testing.assert_close(fused, reference.detach(), rtol=1e-5, atol=1e-5)
+    block = gen.netG.convs[3]   # a fused AFFB on its own
+    c, res = block.conv.out_channels, 16
+    x, style = torch.randn(batch, block.conv.in_channels, res, res), torch.randn(batch, 512)
+    f_lq, f_3d = torch.randn(batch, c, res, res), torch.randn(batch, c, res, res)
+    mask_input = torch.cat([torch.full_like(f_lq, float("nan")), f_lq, f_3d], 1)
+    with torch.no_grad():
+        torch.testing.assert_close(block.forward_inference(x, style, mask_input, f_lq, f_3d),
+                                   block(x, style, f_lq, f_3d), rtol=1e-5, atol=1e-5)
