@@ -13,6 +13,7 @@ import torch
 
 from . import official_pipeline as official
 from .align import get_template, similarity_transform
+from .compilation import compile_devices
 from .image_io import from_float, scale_of, split_alpha
 from .model import SGPN, build_sgpn
 from .weights import resolve_bfm_folder, resolve_weights, stage_for_facexlib
@@ -76,6 +77,8 @@ class FaceRestorer:
 
     ``fidelity``: ``"default"`` (this project's crop and paste-back) or ``"official"`` (the official SGPN
     demo's pre- and post-processing, pixel for pixel; README "Fidelity to the official demo").
+    ``compile``: ``torch.compile`` the generator (:meth:`SGPN.accelerate`): ``"auto"`` where it pays (on
+    CPU; the first process compiles for 1–3 min, later ones load the cached kernels), ``True``, ``False``.
     """
 
     def __init__(self, model: SGPN | None = None, *, generator=None, d3dfr=None, bfm_folder=None,
@@ -84,7 +87,7 @@ class FaceRestorer:
                  min_eye_distance: float = 5.0, detection_size: int | None = 800,
                  bg_upsampler: Callable[[np.ndarray], np.ndarray] | None = None,
                  detector_rootpath: str | os.PathLike | None = None, allow_download: bool = True,
-                 batch_size: int | None = None, fidelity: str = "default"):
+                 batch_size: int | None = None, fidelity: str = "default", compile: bool | str = "auto"):
         if fidelity not in FIDELITY_MODES:
             raise ValueError(f"unknown fidelity {fidelity!r}; choose one of {FIDELITY_MODES} ('official' reproduces "
                              "the official SGPN demo's crop, rounding and paste-back)")
@@ -105,6 +108,7 @@ class FaceRestorer:
         if detection_size is not None and detection_size < 64:
             raise ValueError(f"detection_size must be at least 64 pixels (or None: full resolution), "
                              f"got {detection_size}")
+        compile_devices(compile)   # validates before anything loads
         self.device = pick_device(device)
         if batch_size is None:   # faces per forward: batching pays on GPUs, not on CPU cores (benchmarks/RESULTS.md)
             batch_size = 1 if self.device.type == "cpu" else 4
@@ -112,7 +116,7 @@ class FaceRestorer:
             model = build_sgpn(resolve_weights("sgpn", generator, allow_download),
                                resolve_weights("d3dfr", d3dfr, allow_download),
                                resolve_bfm_folder(bfm_folder, allow_download))
-        self.model = model.to(self.device).eval()
+        self.model = model.to(self.device).eval().accelerate(compile=compile)
         self.size = model.size
         # official mode aligns in float64 like the demo (its crops are bicubic: tiny matrix errors show)
         self.template = get_template(template, self.size, np.float64 if fidelity == "official" else np.float32)
