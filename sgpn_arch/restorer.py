@@ -77,6 +77,8 @@ class FaceRestorer:
 
     ``fidelity``: ``"default"`` (this project's crop and paste-back) or ``"official"`` (the official SGPN
     demo's pre- and post-processing, pixel for pixel; README "Fidelity to the official demo").
+    ``detection_size``: faces are detected on a copy of larger photos reduced to this shorter side (None:
+    full resolution); ``min_eye_distance`` / ``min_face_size``: smaller faces are skipped (pixels).
     ``compile``: ``torch.compile`` the generator (:meth:`SGPN.accelerate`): ``"auto"`` where it pays (on
     CPU; the first process compiles for 1–3 min, later ones load the cached kernels), ``True``, ``False``.
     """
