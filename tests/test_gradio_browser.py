@@ -187,6 +187,12 @@ def test_browser_uploads_restore_and_results(chromium, app_url, faces_dir, tmp_p
             page.goto(app_url)
             page.wait_for_selector("#sgpn-restore", timeout=60_000)
             assert page.get_by_text("Degraded public-domain examples").is_visible()
+            page.locator("table tbody tr").nth(1).click()   # the astronaut: its photo and its preset settings
+            page.wait_for_function("document.querySelector('#sgpn-input img')?.src.endsWith('/astronaut_degraded.png')",
+                                   timeout=30_000)
+            assert page.get_by_label("Face-parsing mask").is_checked()
+            assert page.eval_on_selector_all("input[type=number]", "inputs => inputs.map(i => i.value)") == ["2", "0.9"]
+            page.get_by_label("Face-parsing mask").uncheck()   # its network is not in this offline test
             assert not page.locator("#sgpn-setup").is_visible()  # weights found: no set-up explanation
             upload = "#sgpn-input input[type=file]"
 
