@@ -14,10 +14,8 @@ import comfy.model_management as model_management
 import comfy.utils
 
 from . import model_paths
-from .errors import SGPNNodeError, user_errors
+from .errors import user_errors
 from .facerestore_model import SGPNFaceRestoreModel
-from .sgpn_arch.checkpoint_layouts import LAYOUTS_BY_NAME, describe_state_dict, identify_layout
-from .sgpn_arch.checkpoints import load_state_dict_file
 from .sgpn_arch.model import SGPN, build_sgpn
 from .sgpn_arch.restorer import DETECTORS, FIDELITY_MODES, FaceRestorer, NoFaceError
 from .tensors import bgr_to_image_batch, black_image_batch, image_batch_to_bgr, masks_to_batch
@@ -27,6 +25,7 @@ logger = logging.getLogger(__name__)
 CATEGORY = "SGPN"
 TEMPLATES = ["sgpn", "ffhq"]
 DEVICES = ["auto", "cpu"]
+COMPILE = {"auto": "auto", "off": False}   # widget value -> FaceRestorer(compile=...)
 DET_THRESHOLD_MAX = 0.99   # the detector needs a threshold strictly below 1
 
 
@@ -44,6 +43,7 @@ class SGPNModel:
     template: str
     detector_rootpath: str
     device: str = "auto"
+    compile: str = "auto"
     _restorer: FaceRestorer | None = field(default=None, repr=False)
     _settings: tuple | None = field(default=None, repr=False)
 
@@ -61,7 +61,8 @@ class SGPNModel:
                 rootpath = model_paths.facexlib_folder("parsenet") if face_parsing else self.detector_rootpath
                 self._restorer = FaceRestorer(self.network, device="cpu", upscale=upscale, det_threshold=det_threshold,
                                               detector=self.detector, template=self.template, use_parse=face_parsing,
-                                              detector_rootpath=rootpath, allow_download=False, fidelity=fidelity)
+                                              detector_rootpath=rootpath, allow_download=False, fidelity=fidelity,
+                                              compile=COMPILE[self.compile])
             self._settings = settings
         return self._restorer
 
@@ -107,18 +108,6 @@ def _passthrough(image: np.ndarray, upscale: int) -> np.ndarray:
     return cv2.resize(image, (width * upscale, height * upscale), interpolation=cv2.INTER_LANCZOS4)
 
 
-def _state_dict_of(kind: str, choice: str) -> dict[str, torch.Tensor]:
-    """The chosen file's state dict, refused with one message when it holds another network."""
-    path = model_paths.weight_path(kind, choice)
-    state = load_state_dict_file(path)
-    layout = identify_layout(state)
-    if layout is None or layout.name != kind:
-        raise SGPNNodeError(f"SGPN Model Loader: {path} is {describe_state_dict(state)}, not "
-                            f"{LAYOUTS_BY_NAME[kind].description}; choose {model_paths.PREFERRED[kind]} "
-                            "of the official bundle")
-    return state
-
-
 class SGPN_ModelLoader:
     """Loads the SGPN generator, D3DFR and a BFM09 folder into one restoration pipeline."""
 
@@ -142,6 +131,10 @@ class SGPN_ModelLoader:
             "optional": {
                 "template": (TEMPLATES, {"default": "sgpn",
                                          "tooltip": "face alignment template the weights were trained with"}),
+                "compile": (list(COMPILE), {"default": "auto",
+                                            "tooltip": "auto: torch.compile the generator where it pays (CPU): "
+                                                       "faster restores after a first run that compiles for 1-3 "
+                                                       "minutes (cached for later starts); off: never"}),
             },
         }
 
@@ -152,15 +145,17 @@ class SGPN_ModelLoader:
     DESCRIPTION = ("Builds the SGPN pipeline: face detector, 3D shape prior (D3DFR + BFM09) and SGPN generator. "
                    "facerestore_model: the same network for facerestore_cf-style nodes (FACERESTORE_MODEL).")
 
-    def load(self, generator, d3dfr, bfm, detector, device, template="sgpn"):
+    def load(self, generator, d3dfr, bfm, detector, device, template="sgpn", compile="auto"):
         with user_errors("SGPN Model Loader"):
-            network = build_sgpn(_state_dict_of(model_paths.GENERATOR, generator),
-                                 _state_dict_of(model_paths.D3DFR, d3dfr), model_paths.bfm_folder(bfm), device="cpu")
+            # a file of another network is refused there with one message naming what it is
+            network = build_sgpn(model_paths.weight_path(model_paths.GENERATOR, generator),
+                                 model_paths.weight_path(model_paths.D3DFR, d3dfr), model_paths.bfm_folder(bfm),
+                                 device="cpu")
             rootpath = model_paths.facexlib_folder(detector)
         offload = torch.device("cpu") if device == "cpu" else model_management.unet_offload_device()
         network = network.to(offload)
         model = SGPNModel(network=network, detector=detector, template=template, detector_rootpath=rootpath,
-                          device=device)
+                          device=device, compile=compile)
         return (model, SGPNFaceRestoreModel(network, template).eval())
 
 

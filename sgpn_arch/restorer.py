@@ -144,6 +144,8 @@ class FaceRestorer:
         self.model.to(self.device)
         self.detector.to(self.device)
         self.detector.device = self.device
+        # facexlib's RetinaFace keeps its pixel mean in a plain attribute, which Module.to does not move
+        self.detector.mean_tensor = self.detector.mean_tensor.to(self.device)
         if self.parser is not None:
             self.parser.to(self.device)
         return self

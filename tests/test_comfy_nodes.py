@@ -206,6 +206,7 @@ def comfy_env(tmp_path_factory, tiny_weights, bfm_dir, retinaface_dir):
     with pytest.MonkeyPatch.context() as env:
         env.setenv("SGPN_WEIGHTS_DIR", str(bundle))
         env.delenv("SGPN_BFM_DIR", raising=False)
+        env.setenv("SGPN_COMPILE", "0")   # torch.compile takes minutes on CPU: not what these tests check
         try:
             pack = load_custom_node(custom_nodes, PACK_NAME)
             yield types.SimpleNamespace(pack=pack, folder_paths=folder_paths, mm=mm, utils=utils, base=base,
@@ -790,3 +791,27 @@ def test_facerestore_model_output_works_like_the_face_packs_expect(comfy_env, sg
     _, ffhq_model = _call_node(comfy_env.pack, "SGPN_ModelLoader", dict(inputs, template="ffhq"))
     expected = ffhq_model.network.restore(crop, ffhq).restored
     assert torch.allclose(ffhq_model(crop, w=0.7)[0], expected)
+
+
+def test_run_device_move_takes_every_detector_tensor(comfy_env):
+    """device "auto" moves the pipeline to ComfyUI's GPU: facexlib's detector keeps its pixel mean outside its
+    buffers, and a CUDA run failed with "found at least two devices" (seen on an H200). "meta" stands in
+    for the GPU here: it shows where every tensor went without needing one."""
+    inputs = dict(generator="sgpn.pth", d3dfr="d3dfr_finetune_ours.pth",
+                  bfm=os.path.join("BFM", "BFM09_model_info.mat"), detector=TEST_DETECTOR, device="auto")
+    model, _ = _call_node(comfy_env.pack, "SGPN_ModelLoader", inputs)
+    restorer = model.restorer(1, 0.9)
+    restorer.to("meta")
+    detector_tensors = [value for value in vars(restorer.detector).values() if isinstance(value, torch.Tensor)]
+    assert detector_tensors and all(t.device.type == "meta" for t in detector_tensors)
+    assert all(p.device.type == "meta" for p in restorer.detector.parameters())
+
+
+def test_compile_option_reaches_the_network(comfy_env, monkeypatch):
+    monkeypatch.delenv("SGPN_COMPILE")   # "auto" as a user without the variable gets it
+    inputs = dict(generator="sgpn.pth", d3dfr="d3dfr_finetune_ours.pth",
+                  bfm=os.path.join("BFM", "BFM09_model_info.mat"), detector=TEST_DETECTOR, device="cpu")
+    for choice, compiled in (("auto", True), ("off", False)):
+        model, _ = _call_node(comfy_env.pack, "SGPN_ModelLoader", dict(inputs, compile=choice))
+        network = model.restorer(1, 0.9).model   # nothing compiles until the first restore
+        assert (network.compiled_generator is not None) == compiled
