@@ -65,7 +65,8 @@ def check_restore_args(args) -> tuple[list[Path], list[tuple[Path, str]]]:
     if args.det_threshold in (0, 1):
         raise UsageError(f"--det-threshold must be strictly between 0 and 1, got {args.det_threshold}")
     if args.detection_size != 0 and args.detection_size < 64:
-        raise UsageError(f"--detection-size must be 0 (full resolution) or at least 64 pixels, got {args.detection_size}")
+        raise UsageError(f"--detection-size must be 0 (full resolution) or at least 64 pixels, "
+                         f"got {args.detection_size}")
     if args.ext != "auto" and "." + args.ext.lower().lstrip(".") not in OUTPUT_FORMATS:
         raise UsageError(f"--ext {args.ext}: choose auto or one of {', '.join(e[1:] for e in OUTPUT_FORMATS)}")
     if args.suffix is not None and (not args.suffix or any(c in args.suffix for c in "/\\:") or args.suffix[0] == "."):

@@ -115,7 +115,7 @@ def _exif_orientation(path: Path) -> int:
 
 
 def apply_exif_orientation(image: np.ndarray, orientation: int) -> np.ndarray:
-    """Rotate/flip pixels as EXIF orientation tag 1–8 says, so the image displays upright (as PIL's exif_transpose)."""
+    """Rotate/flip pixels as EXIF orientation tag 1–8 says, so the image displays upright (as PIL shows it)."""
     ops = {2: lambda a: a[:, ::-1], 3: lambda a: a[::-1, ::-1], 4: lambda a: a[::-1],
            5: lambda a: a.swapaxes(0, 1), 6: lambda a: np.rot90(a, -1), 7: lambda a: a[::-1, ::-1].swapaxes(0, 1),
            8: lambda a: np.rot90(a, 1)}

@@ -212,8 +212,8 @@ def test_ctrl_c_leaves_complete_images_only_and_skip_existing_resumes(three_crop
     err = capsys.readouterr().err
     assert "interrupted after 1 of 3 image(s)" in err and "Traceback" not in err
     first = _files(out)
-    assert sorted(first) == sorted(f"{sub}/codeformer_0342_00.png" for sub in
-                                   ("cropped_faces", "renders", "cmp", "restored_faces")) + ["restored_imgs/codeformer_0342.png"]
+    faces = sorted(f"{sub}/codeformer_0342_00.png" for sub in ("cropped_faces", "renders", "cmp", "restored_faces"))
+    assert sorted(first) == faces + ["restored_imgs/codeformer_0342.png"]
 
     monkeypatch.setattr(output_folder, "write_image", real_write)
     assert main(args + ["--skip-existing"]) == 0
