@@ -108,9 +108,10 @@ class SGPNModel(SRModel):
         check_options(opt)
         if opt["dist"]:
             logger.info("distributed: %d processes, %s backend", opt["world_size"], torch.distributed.get_backend())
+        decoder_path = opt["network_g"].pop("decoder_load_path", None)   # (not an SGPNGenerator argument)
         self.net_g = self.model_to_device(build_network(opt["network_g"]))
         self._load(self.net_g, "network_g", "params")
-        self._init_decoder()
+        self._init_decoder(decoder_path)
         d3dfr = self.model_to_device(build_network(opt["network_d3dfr"]), trainable=False)  # wrapped if fine-tuned
         self._load(d3dfr, "network_d3dfr", "params")
         prior = ShapePrior(d3dfr, ParametricFaceModel.from_folder(self._bfm_folder(prior_opt)),
@@ -172,14 +173,14 @@ class SGPNModel(SRModel):
                          "'ignore_resume_networks: [network_d3dfr]' to the path options, so that --auto_resume "
                          "reloads path.pretrain_network_d3dfr instead of looking for models/net_d3dfr_<iter>.pth")
 
-    def _init_decoder(self) -> None:
-        """``path.decoder_load_path``: start netG's decoder from a pretrained StyleGAN2/GPEN generator
-        (:mod:`sgpn_arch.decoder_init`); skipped when ``pretrain_network_g`` is given or a run resumes."""
-        path = self.opt["path"].get("decoder_load_path")
+    def _init_decoder(self, path: str | None) -> None:
+        """``network_g.decoder_load_path`` (GFPGAN's option): start netG's decoder from a pretrained StyleGAN2/GPEN
+        generator (:mod:`sgpn_arch.decoder_init`); skipped when ``pretrain_network_g`` is given or a run resumes."""
         if not path:
             return
         if self.opt["path"].get("pretrain_network_g"):
-            logger.info("path.decoder_load_path ignored: the generator comes from %s", self.opt["path"]["pretrain_network_g"])
+            logger.info("network_g.decoder_load_path ignored: the generator comes from %s",
+                        self.opt["path"]["pretrain_network_g"])
             return
         report = load_pretrained_decoder(self.get_bare_model(self.net_g), os.path.expanduser(path))
         logger.info("Decoder of network_g initialised from %s (%s layout, %d tensors)", path, report.layout,

@@ -32,7 +32,7 @@ TOP_KEYS = {"name", "model_type", "scale", "num_gpu", "manual_seed", "datasets",
             "cudnn_deterministic"}
 RUNTIME_KEYS = {"is_train", "dist", "rank", "world_size", "auto_resume", "root_path"}   # added by BasicSR
 PATH_KEYS = ({f"{kind}_{net}" for kind in ("pretrain_network", "param_key", "strict_load") for net in ("g", "d", "d3dfr")}
-             | {"resume_state", "decoder_load_path", "ignore_resume_networks"})
+             | {"resume_state", "ignore_resume_networks"})
 PATH_RUNTIME_KEYS = {"experiments_root", "models", "training_states", "log", "visualization", "results_root"}
 LOGGER_KEYS = {"print_freq", "save_checkpoint_freq", "use_tb_logger", "wandb", "keep_checkpoints"}
 WANDB_KEYS = {"project", "resume_id"}
@@ -186,7 +186,7 @@ def check_options(opt: Mapping, is_train: bool | None = None) -> None:
         if isinstance(opt.get(key), Mapping):
             arch = _registered(ARCH_REGISTRY, opt[key].get("type"), key, errors)
             if arch is not None:
-                _check_typed(opt[key], key, arch, errors)
+                _check_typed(opt[key], key, arch, errors, {"decoder_load_path"} if key == "network_g" else set())
     if isinstance(opt.get("shape_prior"), Mapping):
         from .models import SHAPE_PRIOR_KEYS
 

@@ -189,14 +189,14 @@ def test_pretrained_decoder_in_every_supported_layout(tmp_path, faces_dir):
     with pytest.raises(CheckpointError, match="encoder.pth is a checkpoint of an unrecognised network"):
         load_pretrained_decoder(SGPNGenerator(**sgpn_config), tmp_path / "encoder.pth")
 
-    # the YAML option: path.decoder_load_path starts net_g (and its EMA copy) from the file
+    # the YAML option: network_g.decoder_load_path starts net_g (and its EMA copy) from the file
     opt = _small_options(faces_dir, tmp_path)
     g = opt["network_g"]
     gpen = GPENGenerator(size=g["size"], style_dim=g["style_dim"], n_mlp=2, channel_multiplier=g["channel_multiplier"],
                          narrow=g["narrow"])
     _randomise_(gpen, 6)
     torch.save(gpen.state_dict(), tmp_path / "gpen_small.pth")
-    opt["path"]["decoder_load_path"] = str(tmp_path / "gpen_small.pth")
+    opt["network_g"]["decoder_load_path"] = str(tmp_path / "gpen_small.pth")
     model = _model(opt)
     expected = gpen.generator.convs[3].conv.weight
     assert torch.equal(model.get_bare_model(model.net_g).netG.convs[3].conv.weight, expected)
