@@ -28,7 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .weights import (BFM_FILES, BFM_SUBDIR, DEFAULT_TIMEOUT, MODEL_ZOO, WeightsError, installed_bfm_folder,
-                      sha256sum, weights_dir)
+                      root_cause, sha256sum, weights_dir)
 
 logger = logging.getLogger(__name__)
 
@@ -406,7 +406,7 @@ def download_bundle(url: str | None = None, timeout: float | tuple[float, float]
             gdown.exceptions.DownloadError) as err:
         with contextlib.suppress(OSError):   # empty: nothing to resume
             target.parent.rmdir()
-        raise BundleError(f"cannot download the SGPN release bundle from {where}: {_root_cause(err)}. "
+        raise BundleError(f"cannot download the SGPN release bundle from {where}: {root_cause(err)}. "
                           f"{HOW_TO_GET_BUNDLE}") from None
     try:
         return install_bundle(target, consume=True, origin=where)
@@ -414,19 +414,6 @@ def download_bundle(url: str | None = None, timeout: float | tuple[float, float]
         target.unlink(missing_ok=True)
         with contextlib.suppress(OSError):
             target.parent.rmdir()
-
-
-def _root_cause(err: BaseException) -> str:
-    """The innermost reason of a network error (requests wraps urllib3 wraps socket errors), on one line."""
-    while True:
-        inner = getattr(err, "reason", None)
-        if not isinstance(inner, BaseException) and err.args and isinstance(err.args[0], BaseException):
-            inner = err.args[0]
-        if not isinstance(inner, BaseException) or inner is err:
-            break
-        err = inner
-    text = (str(err).strip().splitlines() or [""])[0]
-    return f"{type(err).__name__}: {text[:240]}" if text else type(err).__name__
 
 
 def read_manifest() -> dict:

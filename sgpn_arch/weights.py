@@ -129,8 +129,25 @@ def _download_hub(spec: WeightSpec, local_only: bool = False, timeout: float | N
     """``spec.hf_filename`` of the ``SGPN_HF_REPO`` mirror through the Hugging Face cache."""
     from huggingface_hub import hf_hub_download
 
+    if not local_only:
+        _check_hub_reachable(timeout or DEFAULT_TIMEOUT[0])
     kwargs = {"etag_timeout": timeout} if timeout else {}
     return Path(hf_hub_download(repo_id=hf_repo(), filename=spec.hf_filename, local_files_only=local_only, **kwargs))
+
+
+def _check_hub_reachable(timeout: float) -> None:
+    """One TCP connection to the Hub endpoint first: huggingface_hub retries a refused or silent host for ~25 s."""
+    import socket
+    from urllib.parse import urlsplit
+
+    from huggingface_hub import constants
+
+    if constants.HF_HUB_OFFLINE:
+        return                                  # huggingface_hub answers from its cache without connecting
+    endpoint = urlsplit(constants.ENDPOINT)
+    port = endpoint.port or (443 if endpoint.scheme == "https" else 80)
+    with socket.create_connection((endpoint.hostname, port), timeout=timeout):
+        pass
 
 
 def _download_url(url: str, target: Path, timeout: float | tuple[float, float] | None = None) -> Path:
@@ -146,6 +163,20 @@ def _download_url(url: str, target: Path, timeout: float | tuple[float, float] |
             shutil.copyfileobj(response, fout)
     os.replace(part, target)
     return target
+
+
+def root_cause(err: BaseException) -> str:
+    """The innermost reason of a network error (requests wraps urllib3 wraps socket errors; huggingface_hub
+    raises from them), on one line."""
+    for _ in range(8):
+        inner = getattr(err, "reason", None)
+        if not isinstance(inner, BaseException):
+            inner = err.args[0] if err.args and isinstance(err.args[0], BaseException) else err.__cause__
+        if not isinstance(inner, BaseException) or inner is err:
+            break
+        err = inner
+    text = (str(err).strip().splitlines() or [""])[0]
+    return f"{type(err).__name__}: {text[:240]}" if text else type(err).__name__
 
 
 def _hub_cached(spec: WeightSpec) -> Path | None:
@@ -193,7 +224,7 @@ def _download(spec: WeightSpec, timeout) -> tuple[Path | None, list[str]]:
         try:
             downloaded = _download_hub(spec, timeout=timeout if isinstance(timeout, (int, float)) else None)
         except Exception as err:  # offline, missing repo/file, HTTP errors
-            errors.append(f"Hugging Face Hub {hf_repo()}/{spec.hf_filename}: {type(err).__name__}: {err}".strip())
+            errors.append(f"Hugging Face Hub {hf_repo()}/{spec.hf_filename}: {root_cause(err)}")
         else:
             verify(spec, downloaded)
             return downloaded, errors

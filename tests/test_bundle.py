@@ -439,3 +439,31 @@ def test_import_of_a_missing_path_is_one_line(cache, tmp_path, capsys):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "nowhere.zip does not exist" in err[0]
 
+
+
+MIRROR_DOWN_SCRIPT = """
+import time
+from sgpn_arch.weights import WeightsError, resolve_weights
+started = time.perf_counter()
+try:
+    resolve_weights("sgpn")
+except WeightsError as error:
+    print(round(time.perf_counter() - started, 2))
+    print(error)
+"""
+
+
+def test_unreachable_hub_mirror_fails_fast_and_names_the_cause(cache, tmp_path):
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    env = dict(os.environ, HF_ENDPOINT=f"http://127.0.0.1:{port}", SGPN_HF_REPO="someone/sgpn-mirror",
+               SGPN_BUNDLE_URL=f"http://127.0.0.1:{port}/bundle", HF_HUB_CACHE=str(tmp_path / "hub"))
+    done = subprocess.run([sys.executable, "-c", MIRROR_DOWN_SCRIPT], env=env, capture_output=True, text=True,
+                          check=True, cwd=REPO_ROOT)
+    seconds, message = done.stdout.strip().split("\n", 1)
+    assert float(seconds) < 3.0          # huggingface_hub alone retries a refused host for ~25 s
+    assert "Hugging Face Hub someone/sgpn-mirror/sgpn.safetensors: ConnectionRefusedError" in message
+    assert "LocalEntryNotFoundError" not in message
