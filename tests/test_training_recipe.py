@@ -322,6 +322,14 @@ def test_option_typos_and_missing_dataroot_fail_at_start_up_naming_the_key(faces
                      "does not exist"):
         assert expected in message, (expected, message)
 
+    from basicsr.data import build_dataset       # BasicSR builds the datasets before the model: they say it too
+
+    train_set = dict(_small_options(faces_dir, tmp_path)["datasets"]["train"], phase="train")
+    with pytest.raises(KeyError, match="datasets.train needs dataroot_gt"):
+        build_dataset({k: v for k, v in train_set.items() if k != "dataroot_gt"})
+    with pytest.raises(FileNotFoundError, match="datasets.train.dataroot_gt .*no_such_folder is not a folder"):
+        build_dataset(dict(train_set, dataroot_gt=str(tmp_path / "no_such_folder")))
+
     opt = _small_options(faces_dir, tmp_path, gan_opt={"type": "GANLoss", "gan_type": "wgan_softplus", "loss_wieght": 1})
     with pytest.raises(KeyError, match="did you mean 'loss_weight'"):
         _model(opt)                                           # the model checks at start-up too
