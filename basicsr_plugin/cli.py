@@ -82,6 +82,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import basicsr_plugin  # noqa: F401  (registers everything)
     import basicsr.utils.options
+
+    from basicsr_plugin.options_check import OptionsError, check_options_file
+
+    if "-opt" in rest[:-1]:     # before BasicSR reads the file: its own KeyErrors name nothing
+        try:
+            check_options_file(rest[rest.index("-opt") + 1], is_train=command == "train")
+        except (OptionsError, OSError) as error:
+            print(f"basicsr: {error}", file=sys.stderr)
+            return 2
     from torch.distributed import destroy_process_group
 
     from basicsr_plugin.distributed import init_dist, is_distributed
