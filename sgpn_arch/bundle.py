@@ -27,6 +27,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .image_io import write_bytes_atomic
 from .weights import (BFM_FILES, BFM_SUBDIR, DEFAULT_TIMEOUT, MODEL_ZOO, WeightsError, installed_bfm_folder,
                       root_cause, sha256sum, weights_dir)
 
@@ -350,11 +351,7 @@ def _write_manifest(report: BundleReport) -> None:
     manifest = {"source": report.source, "installed_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                 "files": {str(path.relative_to(weights_dir())): {"sha256": digest, "member": member}
                           for path, digest, member in report.installed.values()}}
-    fd, tmp = tempfile.mkstemp(dir=weights_dir(), suffix=".part")
-    with os.fdopen(fd, "w") as fout:
-        json.dump(manifest, fout, indent=1)
-    os.chmod(tmp, _normal_file_mode())
-    os.replace(tmp, weights_dir() / MANIFEST)
+    write_bytes_atomic(weights_dir() / MANIFEST, json.dumps(manifest, indent=1).encode())
 
 
 def install_bundle(source: str | os.PathLike, *, consume: bool = False, origin: str | None = None) -> BundleReport:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import torch
@@ -91,20 +90,15 @@ def load_strict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], wha
 
 def save_state_dict(state_dict: dict[str, torch.Tensor], path: str | os.PathLike) -> Path:
     """Write a state dict atomically (``.safetensors`` or torch pickle by suffix)."""
+    from .image_io import atomic_output
+
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".part")
-    os.close(fd)
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import save_file
-            save_file({k: v.contiguous() for k, v in state_dict.items()}, tmp)
+    with atomic_output(path) as tmp:     # the finished file gets the mode the user's umask gives (e.g. 0644)
+        if path.suffix == ".safetensors":    # save_file would recreate the file 0600: write its bytes instead
+            from safetensors.torch import save
+            tmp.write_bytes(save({k: v.contiguous() for k, v in state_dict.items()}))
         else:
             torch.save(state_dict, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 

@@ -7,12 +7,12 @@ Nothing is uploaded: the folder is ready for ``huggingface-cli upload``. Users o
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 from .bundle import OFFICIAL_BUNDLE_PAGE
 from .checkpoint_layouts import identify_layout
 from .checkpoints import load_state_dict_file, save_state_dict
+from .image_io import write_bytes_atomic
 from .weights import MODEL_ZOO, WeightsError, resolve_weights, sha256sum
 
 MIRRORED = ("sgpn", "d3dfr")
@@ -56,13 +56,7 @@ def export_mirror(out_dir: str | os.PathLike) -> list[Path]:
             found = layout.description if layout else "an unrecognised network"
             raise WeightsError(f"{source} holds {found}, not the {spec.description}: nothing exported")
         target = save_state_dict(state, out_dir / spec.hf_filename)
-        os.chmod(target, 0o644)
         written.append(target)
         rows.append(f"| `{target.name}` | {spec.description} | `{sha256sum(target)}` | `{sha256sum(source)}` |")
     card = CARD.format(bundle_page=OFFICIAL_BUNDLE_PAGE, repository=OFFICIAL_REPOSITORY, rows="\n".join(rows))
-    fd, tmp = tempfile.mkstemp(dir=out_dir, suffix=".part")
-    with os.fdopen(fd, "w") as fout:
-        fout.write(card)
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, out_dir / "README.md")
-    return written + [out_dir / "README.md"]
+    return written + [write_bytes_atomic(out_dir / "README.md", card.encode())]

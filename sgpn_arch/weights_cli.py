@@ -29,7 +29,7 @@ def add_weights_parser(sub) -> None:
 def run_weights(args: argparse.Namespace) -> int:
     """Run ``sgpn weights <action>``; returns the exit code."""
     if args.action in ("list", "verify") and not args.names or set(getattr(args, "names", ())) - set(MODEL_ZOO):
-        from . import metrics, peers  # noqa: F401  (their networks register in the zoo)
+        from . import bg_upsampler, metrics, peers  # noqa: F401  (their networks register in the zoo)
     if args.action == "import":
         from .bundle import install_bundle
 
@@ -89,7 +89,7 @@ def _verify(names: list[str]) -> int:
         try:
             found = locate_weights(name)
             if found is None:
-                raise WeightsError("missing")
+                resolve_weights(name, allow_download=False)    # raises: where it was looked for, how to provide it
             verify(spec, found.path)
             detail = "sha256 matches" if spec.sha256 else "no reference sha256"
             if spec.in_bundle:

@@ -60,7 +60,7 @@ def test_restore_validates_inputs(tiny_sgpn):
 
 
 def test_wrong_checkpoints_are_named(tiny_weights, bfm_dir):
-    with pytest.raises(ValueError, match="not an SGPN generator"):
+    with pytest.raises(ValueError, match="holds the D3DFR .* not the SGPN generator"):
         build_sgpn(tiny_weights["d3dfr"], tiny_weights["d3dfr"], bfm_dir)
     with pytest.raises(CheckpointError, match="D3DFR"):
         build_sgpn(tiny_weights["sgpn"], tiny_weights["sgpn"], bfm_dir)
