@@ -116,6 +116,8 @@ def to_display(image: np.ndarray, max_side: int | None = None) -> np.ndarray:
     image = to_uint8(image if max_side is None else shrink(image, max_side))
     if image.ndim == 2 or image.shape[2] == 1:
         return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    if image.shape[2] == 2:                                   # grey + alpha (image_io keeps it as two channels)
+        return np.dstack([image[..., :1].repeat(3, axis=2), image[..., 1:]])
     return cv2.cvtColor(image, cv2.COLOR_BGRA2RGBA if image.shape[2] == 4 else cv2.COLOR_BGR2RGB)
 
 

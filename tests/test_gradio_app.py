@@ -397,3 +397,14 @@ def test_api_reports_no_face_and_bad_files(tiny_app, tmp_path, faces_dir):
     with pytest.raises(AppError) as error:
         _restore(client, truncated)
     assert "cut_short.jpg could not be read" in str(error.value) and "/tmp" not in str(error.value)
+
+
+@pytest.mark.parametrize("channels", [1, 2, 3, 4])
+def test_display_copies_of_every_channel_layout(channels):
+    from gradio_app.images import to_display
+
+    image = np.full((6, 5, channels), 200, np.uint16) * 257
+    image[..., -1] = 0 if channels in (2, 4) else image[..., -1]          # alpha fully transparent
+    shown = to_display(image[..., 0] if channels == 1 else image)
+    assert shown.dtype == np.uint8 and shown.shape == (6, 5, 4 if channels in (2, 4) else 3)
+    assert (shown[..., :3] == 200).all() and (channels not in (2, 4) or (shown[..., 3] == 0).all())
