@@ -9,31 +9,13 @@ from __future__ import annotations
 
 import logging
 import os
-import zipfile
-
-import torch
 
 from .sgpn_arch.checkpoint_layouts import identify_layout
-from .sgpn_arch.checkpoints import WRAPPER_KEYS
+from .sgpn_arch.checkpoints import state_dict_keys
 
 logger = logging.getLogger(__name__)
 
 _cache: dict[str, tuple[tuple[int, int], str | None]] = {}
-
-
-def state_dict_keys(path: str) -> list[str]:
-    """Key names of the state dict in ``path`` (BasicSR ``params_ema``/``params`` wrappers unwrapped)."""
-    if path.lower().endswith(".safetensors"):
-        from safetensors import safe_open
-
-        with safe_open(path, framework="pt") as handle:
-            return list(handle.keys())
-    state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
-    for key in WRAPPER_KEYS:
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-            break
-    return list(state) if isinstance(state, dict) else []
 
 
 def file_layout(path: str) -> str | None:

@@ -119,10 +119,6 @@ def _is_torch_zip(path: Path) -> bool:
         return False
 
 
-def _is_safetensors(head: bytes) -> bool:
-    return len(head) > 9 and int.from_bytes(head[:8], "little") > 0 and head[8:9] == b"{"
-
-
 def _pickled_model_kind(path: Path) -> str | None:
     """Name a whole pickled model (not a state dict) from the modules its pickle refers to, without unpickling."""
     try:
@@ -138,27 +134,12 @@ def _pickled_model_kind(path: Path) -> str | None:
     return None
 
 
-def _checkpoint_keys(path: Path, safetensors: bool) -> list[str]:
-    """The state-dict keys of a checkpoint (BasicSR wrappers unwrapped); raises CheckpointError."""
-    from .checkpoints import CheckpointError, load_state_dict_file
-
-    if not safetensors:
-        return list(load_state_dict_file(path))
-    from safetensors import safe_open
-
-    try:
-        with safe_open(str(path), "pt") as handle:
-            return list(handle.keys())
-    except Exception as err:  # truncated header, not really safetensors
-        raise CheckpointError(f"cannot read safetensors file {path}: {err}") from None
-
-
 def _recognise_checkpoint(path: Path, name: str, safetensors: bool) -> Member:
     from .checkpoint_layouts import identify_layout
-    from .checkpoints import CheckpointError
+    from .checkpoints import CheckpointError, state_dict_keys
 
     try:
-        keys = _checkpoint_keys(path, safetensors)
+        keys = state_dict_keys(path)
     except CheckpointError as err:
         return Member(path, name, _pickled_model_kind(path) or f"a torch file that is not a readable state dict ({err})")
     layout = identify_layout(dict.fromkeys(keys))
@@ -193,12 +174,15 @@ def _recognise_text(path: Path, name: str) -> Member:
 
 def recognise(path: Path, name: str | None = None) -> Member:
     """What the file at ``path`` is, from its content."""
+    from .checkpoints import is_safetensors_file   # torch is imported only when a bundle is opened
+
     name = name or path.name
     head = _head(path)
     if head.startswith(b"MATLAB 5.0 MAT-file"):
         return _recognise_mat(path, name)
-    if _is_torch_zip(path) or head.startswith(b"\x80") or _is_safetensors(head):
-        return _recognise_checkpoint(path, name, safetensors=_is_safetensors(head))
+    safetensors = is_safetensors_file(path)
+    if safetensors or _is_torch_zip(path) or head.startswith(b"\x80"):
+        return _recognise_checkpoint(path, name, safetensors)
     if head.lstrip().lower().startswith((b"<!doctype html", b"<html")):
         return Member(path, name, "an HTML page, not a file of the bundle (a Google Drive quota or sign-in page?)")
     if len(head) and path.stat().st_size < 64 * 1024:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import zipfile
 from pathlib import Path
 
 import torch
@@ -41,6 +42,39 @@ def load_state_dict_file(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise CheckpointError(f"{path} does not hold a state dict of tensors")
     return {k.removeprefix("module."): v for k, v in state.items()}
+
+
+def is_safetensors_file(path: str | os.PathLike) -> bool:
+    """Whether ``path`` holds safetensors data (an 8-byte header length, then a JSON header), whatever its name."""
+    with open(path, "rb") as fin:
+        head = fin.read(9)
+    return len(head) == 9 and int.from_bytes(head[:8], "little") > 0 and head[8:9] == b"{"
+
+
+def state_dict_keys(path: str | os.PathLike) -> list[str]:
+    """The key names of the state dict in ``path`` without reading its tensors (safetensors header, memory-mapped
+    torch zip); BasicSR wrappers unwrapped, ``module.`` removed. Raises :class:`CheckpointError`."""
+    path = Path(path)
+    try:
+        if is_safetensors_file(path):
+            from safetensors import safe_open
+
+            with safe_open(str(path), framework="pt") as handle:
+                keys = list(handle.keys())
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+            for key in WRAPPER_KEYS:
+                if isinstance(state, dict) and isinstance(state.get(key), dict):
+                    state = state[key]
+                    break
+            if not isinstance(state, dict):
+                raise CheckpointError(f"{path} does not hold a state dict")
+            keys = list(state)
+    except CheckpointError:
+        raise
+    except Exception as err:  # damaged file, pickle with code objects, not a checkpoint
+        raise CheckpointError(_unreadable(path, err)) from None
+    return [k.removeprefix("module.") for k in keys]
 
 
 def _unreadable(path: Path, err: Exception) -> str:
