@@ -24,21 +24,6 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 
-class IdentitySGPN(torch.nn.Module):
-    """Stands in for SGPN: returns the LQ crop as the restoration."""
-
-    size = 512
-
-    def accelerate(self, **options):
-        return self
-
-    def restore(self, lq, landmarks):
-        from sgpn_arch.model import SGPNOutput
-
-        return SGPNOutput(restored=lq.clone(), render=-torch.ones_like(lq), coeffs=torch.zeros(len(lq), 257),
-                          mask=torch.zeros_like(lq[:, :1]))
-
-
 def stats(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> str:
     diff = np.abs(a.astype(np.float64) - b.astype(np.float64))
     diff = diff[where] if where is not None else diff
@@ -58,7 +43,7 @@ def main() -> None:
     from sgpn_arch.bfm_synthetic import write_synthetic_bfm
     from sgpn_arch.checkpoints import write_random_checkpoints
     from sgpn_arch.image_io import read_image
-    from sgpn_arch.model import build_sgpn
+    from sgpn_arch.model import IdentitySGPN, build_sgpn
     from sgpn_arch.restorer import FaceRestorer
 
     work = Path(tempfile.mkdtemp(prefix="sgpn_fidelity_"))

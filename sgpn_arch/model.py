@@ -87,6 +87,20 @@ class SGPN(nn.Module):
         return self
 
 
+class IdentitySGPN(nn.Module):
+    """Stands in for SGPN and returns the LQ crop as the restoration: measures and tests the pipeline around the
+    network (crop, paste-back) on its own."""
+
+    size = 512
+
+    def accelerate(self, **options) -> "IdentitySGPN":
+        return self
+
+    def restore(self, lq: torch.Tensor, landmarks: torch.Tensor) -> SGPNOutput:
+        return SGPNOutput(restored=lq.clone(), render=-torch.ones_like(lq), coeffs=torch.zeros(len(lq), 257),
+                          mask=torch.zeros_like(lq[:, :1]))
+
+
 def _state_dict(source: WeightsSource) -> tuple[dict, str]:
     if isinstance(source, dict):
         return source, "the given state dict"

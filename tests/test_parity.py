@@ -14,6 +14,7 @@ from scipy.io import loadmat
 from scipy.ndimage import map_coordinates
 
 from sgpn_arch.image_io import read_image
+from sgpn_arch.model import IdentitySGPN
 from sgpn_arch.restorer import FaceRestorer
 
 # ArcFace 96×112 points; the demo squares them to 112 (x + 8), pads by 0.25 (+ 28) and scales 168 → 512
@@ -212,33 +213,18 @@ def test_official_paste_leaves_pixels_off_the_crop_untouched():
     np.testing.assert_array_equal(pasted[off], photo[off])
 
 
-class _Identity(torch.nn.Module):
-    """A network that returns the LQ crop: only the pre- and post-processing act."""
-
-    size = 512
-
-    def accelerate(self, **options):
-        return self
-
-    def restore(self, lq, landmarks):
-        from sgpn_arch.model import SGPNOutput
-
-        return SGPNOutput(restored=lq.clone(), render=-torch.ones_like(lq), coeffs=torch.zeros(len(lq), 257),
-                          mask=torch.zeros_like(lq[:, :1]))
-
-
 def test_official_mode_options_with_an_identity_network(faces_dir, retinaface_dir):
     image = read_image(faces_dir / "real_lq_whole" / "sgpn_test3.jpg")
     kwargs = dict(device="cpu", detector="retinaface_mobile0.25", detector_rootpath=retinaface_dir, fidelity="official")
-    one = FaceRestorer(_Identity(), upscale=1, **kwargs).restore(image)
+    one = FaceRestorer(IdentitySGPN(), upscale=1, **kwargs).restore(image)
     assert len(one.restored_faces) == 2 and one.restored_image.shape == image.shape
     far = one.face_mask == 0
     assert far.mean() > 0.3 and np.abs(one.restored_image[far].astype(int) - image[far]).max() <= 1
     assert np.abs(one.restored_image.astype(float) - image).mean() < 0.5     # bicubic round trip, truncated
-    two = FaceRestorer(_Identity(), upscale=2, **kwargs).restore(image)
+    two = FaceRestorer(IdentitySGPN(), upscale=2, **kwargs).restore(image)
     assert two.restored_image.shape == (2 * image.shape[0], 2 * image.shape[1], 3)
     assert two.face_mask.shape == two.restored_image.shape[:2]
-    faces_only = FaceRestorer(_Identity(), upscale=1, **kwargs).restore(image, paste_back=False)
+    faces_only = FaceRestorer(IdentitySGPN(), upscale=1, **kwargs).restore(image, paste_back=False)
     assert faces_only.restored_image is None
     for a, b in zip(faces_only.restored_faces, one.restored_faces):
         np.testing.assert_array_equal(a, b)
