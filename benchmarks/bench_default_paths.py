@@ -1,0 +1,139 @@
+"""Time per face of what each front end runs with no speed option, against GFPGAN v1.4's generator.
+
+One process per front end, on a folder of photos (detection, alignment, SGPN, paste-back: the whole
+``FaceRestorer.restore``), with generated official-size weights and a full-size synthetic BFM. The first
+photo's restore (the warm-up: compilation or loading cached kernels) is reported on its own; after it, each
+photo's restore is timed next to one GFPGAN generator forward (interleaved), and the ratio is restore time
+per face over GFPGAN's median, in wall time and in the process's CPU time (steadier on a shared CPU).
+
+    python benchmarks/bench_default_paths.py --front-end cli --faces ../shared/data/faces/real_lq_cropped \\
+        --detector-dir ../shared/weights/retinaface
+
+Front ends (each builds its restorer through its own code, at its defaults):
+  cli     ``sgpn restore -i FOLDER -o OUT`` (``build_restorer`` of the parsed command line)
+  comfyui what the SGPN Restore Faces node builds (``FaceRestorer(network, device="cpu", upscale=1, ...)``)
+  gradio  the app's ``sgpn_loader`` (it warms up while loading, so "build" holds the compilation; it also
+          keeps freed memory, process-wide: GFPGAN too)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+import basicsr_plugin.compat  # noqa: E402,F401  (gfpgan imports basicsr)
+from benchmarks.bench_speed import machine_line, sgpn_assets  # noqa: E402
+
+DETECTOR = "retinaface_mobile0.25"   # the detector whose weights the tests have offline
+
+
+def build_front_end(name: str, faces: Path, detector_dir: Path):
+    """The :class:`FaceRestorer` the front end ``name`` builds with its default options."""
+    weights, bfm = sgpn_assets()
+    if name == "cli":
+        from sgpn_arch.cli import build_parser, build_restorer
+
+        args = build_parser().parse_args(
+            ["restore", "-i", str(faces), "-o", tempfile.mkdtemp(), "--generator", str(weights["sgpn"]),
+             "--d3dfr", str(weights["d3dfr"]), "--bfm", str(bfm), "--detector", DETECTOR,
+             "--detector-dir", str(detector_dir), "--offline"])
+        return build_restorer(args)
+    if name == "comfyui":
+        from sgpn_arch.model import build_sgpn
+        from sgpn_arch.restorer import FaceRestorer
+
+        network = build_sgpn(weights["sgpn"], weights["d3dfr"], bfm, device="cpu")   # SGPN_ModelLoader.load
+        return FaceRestorer(network, device="cpu", upscale=1, det_threshold=0.9, detector=DETECTOR,
+                            template="sgpn", detector_rootpath=str(detector_dir), allow_download=False)
+    if name == "gradio":
+        from gradio_app.config import DemoConfig
+        from gradio_app.models import RestoreSettings, sgpn_loader
+
+        os.environ["SGPN_WEIGHTS_RETINAFACE_MOBILE025"] = str(next(detector_dir.glob("*mobilenet0.25*")))
+        config = DemoConfig(generator=str(weights["sgpn"]), d3dfr=str(weights["d3dfr"]), bfm_dir=str(bfm),
+                            detector=DETECTOR, allow_download=False)
+        factory = sgpn_loader(config)(lambda step: None)   # the app's loading, its warm-up forward included
+        return factory(RestoreSettings(config.default_upscale))
+    raise ValueError(f"unknown front end {name!r}")
+
+
+def run(front_end: str, faces: Path, detector_dir: Path, limit: int) -> dict:
+    from sgpn_arch.image_io import list_images, read_image
+    from sgpn_arch.peers import build_peer_network
+
+    torch.manual_seed(0)
+    gfpgan = build_peer_network("gfpgan").eval().requires_grad_(False)
+    lq = torch.rand(1, 3, 512, 512) * 2 - 1
+    start = time.perf_counter()
+    restorer = build_front_end(front_end, faces, detector_dir)
+    build_s = time.perf_counter() - start
+    images = [read_image(p) for p in list_images(faces)[: limit + 1]]
+    start, cpu_start = time.perf_counter(), time.process_time()
+    first_faces = len(restorer.restore(images[0]).restored_faces)
+    warmup = dict(wall_s=time.perf_counter() - start, cpu_s=time.process_time() - cpu_start, faces=first_faces)
+    with torch.inference_mode():
+        gfpgan(lq)
+    restore, restore_cpu, reference, reference_cpu, n_faces = [], [], [], [], 0
+    for image in images[1:]:
+        start, cpu_start = time.perf_counter(), time.process_time()
+        with torch.inference_mode():
+            gfpgan(lq)
+        reference.append(time.perf_counter() - start)
+        reference_cpu.append(time.process_time() - cpu_start)
+        start, cpu_start = time.perf_counter(), time.process_time()
+        n_faces += len(restorer.restore(image).restored_faces)
+        restore.append(time.perf_counter() - start)
+        restore_cpu.append(time.process_time() - cpu_start)
+    per_face, per_face_cpu = sum(restore) / n_faces, sum(restore_cpu) / n_faces
+    compiled = restorer.model.compiled_generator
+    return dict(front_end=front_end, compiled=bool(compiled and compiled.uses_compiled(restorer.device)),
+                build_s=build_s, warmup=warmup, photos=len(restore), faces=n_faces,
+                per_face_ms=per_face * 1000, gfpgan_ms=statistics.median(reference) * 1000,
+                ratio=per_face / statistics.median(reference),
+                per_face_cpu_ms=per_face_cpu * 1000, gfpgan_cpu_ms=statistics.median(reference_cpu) * 1000,
+                cpu_ratio=per_face_cpu / statistics.median(reference_cpu))
+
+
+def to_markdown(row: dict, command: str) -> str:
+    w = row["warmup"]
+    return "\n".join([
+        f"Command: `{command}`", "", machine_line("cpu", "freed memory kept" if row["front_end"] == "gradio"
+                                                   else "glibc default"), "",
+        "| front end | generator | photos / faces | per face ms | GFPGAN ms | ratio | CPU-time ratio | "
+        "warm-up (first photo) s | build s |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"| {row['front_end']} | {'compiled' if row['compiled'] else 'eager'} | {row['photos']} / {row['faces']} | "
+        f"{row['per_face_ms']:.0f} | {row['gfpgan_ms']:.0f} | {row['ratio']:.2f} | {row['cpu_ratio']:.2f} | "
+        f"{w['wall_s']:.1f} ({w['faces']} face{'s' if w['faces'] != 1 else ''}) | {row['build_s']:.1f} |", ""])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--front-end", required=True, choices=["cli", "comfyui", "gradio"])
+    parser.add_argument("--faces", type=Path, required=True, help="folder of photos with faces")
+    parser.add_argument("--detector-dir", type=Path, required=True, help="folder holding the RetinaFace mobile0.25 weights")
+    parser.add_argument("--limit", type=int, default=6, help="photos timed after the warm-up photo")
+    parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
+    parser.add_argument("--json", type=Path, help="append the raw row (JSON line) here")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    row = run(args.front_end, args.faces, args.detector_dir, args.limit)
+    sys.stdout.write(to_markdown(row, "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])))
+    if args.json:
+        with args.json.open("a") as f:
+            f.write(json.dumps(row) + "\n")
+
+
+if __name__ == "__main__":
+    main()
