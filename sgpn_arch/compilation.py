@@ -1,10 +1,12 @@
 """Compiled inference of a network with ``torch.compile``: where it pays, cached on disk, eager if it fails.
 
-On the 2-core CPU the compiled SGPN generator is ~30 % faster than the eager one (``benchmarks/RESULTS.md``),
-so "auto" compiles on CPU (``SGPN_COMPILE=0`` in the environment turns that off, e.g. for a front end). Compilation is slow the first time (1–3 min on 2 cores); Inductor's on-disk
-caches (FX graph and AOTAutograd) keep its result in :func:`compile_cache_dir`, so a later process only
-traces the network again (seconds). Without a working C++ compiler (or Triton on GPUs) the first call fails
-inside ``torch.compile``: the network then runs eager, with one warning.
+On the 2-core CPU the compiled SGPN generator takes about half the time of the eager one (0.5–0.6× GFPGAN's
+generator against 1.2×, ``benchmarks/RESULTS.md``); on an H200 it is slower at batch 1. So "auto" compiles
+on CPU only (``SGPN_COMPILE=0`` in the environment turns that off, e.g. for a front end). Compilation is slow
+the first time (1–3 min on 2 cores); Inductor's on-disk caches (FX graph and AOTAutograd) keep its result in
+:func:`compile_cache_dir`, so a later process only traces the network again (seconds). Without a working C++
+compiler (or Triton on GPUs) the first call fails inside ``torch.compile``: the network then runs eager,
+with one warning.
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ _USER_CACHE_DIR = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
 
 
 def compile_cache_dir() -> Path:
-    """Where compiled kernels are kept: ``TORCHINDUCTOR_CACHE_DIR`` if the user set it, else ``~/.cache/sgpn/inductor``."""
+    """Where compiled kernels are kept: ``TORCHINDUCTOR_CACHE_DIR`` if the user set it, else
+    ``~/.cache/sgpn/inductor``."""
     return Path(_USER_CACHE_DIR or Path.home() / ".cache" / "sgpn" / "inductor").expanduser()
 
 
