@@ -29,7 +29,8 @@ class OptionsError(KeyError):
 
 TOP_KEYS = {"name", "model_type", "scale", "num_gpu", "manual_seed", "datasets", "network_g", "network_d",
             "network_d3dfr", "shape_prior", "path", "train", "val", "logger", "dist_params", "find_unused_parameters"}
-RUNTIME_KEYS = {"is_train", "dist", "rank", "world_size", "auto_resume"}   # added by BasicSR's parse_options
+# added by BasicSR: parse_options (is_train ... auto_resume), train_pipeline/test_pipeline (root_path)
+RUNTIME_KEYS = {"is_train", "dist", "rank", "world_size", "auto_resume", "root_path"}
 PATH_KEYS = ({f"{kind}_{net}" for kind in ("pretrain_network", "param_key", "strict_load") for net in ("g", "d", "d3dfr")}
              | {"resume_state", "ignore_resume_networks"})
 PATH_RUNTIME_KEYS = {"experiments_root", "models", "training_states", "log", "visualization", "results_root"}

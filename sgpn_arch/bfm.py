@@ -23,7 +23,8 @@ MODEL_FILE = "BFM09_model_info.mat"
 LANDMARK_FILE = "similarity_Lm3D_all.mat"
 GET_BFM = ("The official SGPN release bundle holds the converted BFM folder: `sgpn weights download` (or "
            "`sgpn weights import PATH` for a bundle downloaded in a browser) installs it where it is found "
-           "automatically. Otherwise register at https://faces.dmi.unibas.ch/bfm/ for 01_MorphableModel.mat, "
+           "automatically. Otherwise get the Basel Face Model 2009 (register at https://faces.dmi.unibas.ch/bfm/ for "
+           "01_MorphableModel.mat), "
            "convert it with the BFM09 converter of 3DMM-Fitting-Pytorch / Deep3DFaceRecon_pytorch, and pass the "
            "folder holding BFM09_model_info.mat and similarity_Lm3D_all.mat with --bfm or SGPN_BFM_DIR.")
 

@@ -83,8 +83,11 @@ def test_tiny_checkpoint_roundtrip_and_wrappers(tmp_path, suffix):
 
 def test_unreadable_and_foreign_checkpoints_give_clear_errors(tmp_path):
     (tmp_path / "bad.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(CheckpointError, match="cannot read weights file"):
+    with pytest.raises(CheckpointError, match="bad.pth is a text file starting 'not a checkpoint'"):
         load_state_dict_file(tmp_path / "bad.pth")
+    (tmp_path / "damaged.pth").write_bytes(b"PK\x03\x04" + bytes(range(256)) * 4)
+    with pytest.raises(CheckpointError, match="cannot read weights file .*damaged.pth"):
+        load_state_dict_file(tmp_path / "damaged.pth")
     with pytest.raises(CheckpointError, match="not found"):
         load_state_dict_file(tmp_path / "missing.pth")
     with pytest.raises(ValueError, match="not an SGPN generator"):
