@@ -200,14 +200,16 @@ def test_failed_compile_runs_eager_with_one_warning(monkeypatch, caplog):
     assert seen_cache_dirs == [str(compilation.compile_cache_dir())] and "TORCHINDUCTOR_CACHE_DIR" not in os.environ
 
 
-def test_sgpn_restore_compiles_by_default_and_no_compile_opts_out(tiny_weights, bfm_dir, retinaface_dir,
+def test_sgpn_restore_compiles_folders_by_default_and_no_compile_opts_out(tiny_weights, bfm_dir, retinaface_dir,
                                                                    tmp_path, monkeypatch):
-    from sgpn_arch.cli import build_parser, build_restorer
+    from sgpn_arch.cli import COMPILE_MIN_IMAGES, build_parser, build_restorer
 
     monkeypatch.delenv("SGPN_COMPILE", raising=False)
     base = ["restore", "-i", str(tmp_path), "-o", str(tmp_path / "out"), "--generator", str(tiny_weights["sgpn"]),
             "--d3dfr", str(tiny_weights["d3dfr"]), "--bfm", str(bfm_dir), "--detector", "retinaface_mobile0.25",
             "--detector-dir", str(retinaface_dir), "--device", "cpu", "--offline"]
-    default = build_restorer(build_parser().parse_args(base)).model.compiled_generator
+    default = build_restorer(build_parser().parse_args(base), n_images=COMPILE_MIN_IMAGES).model.compiled_generator
     assert default is not None and default.uses_compiled(torch.device("cpu"))
+    assert build_restorer(build_parser().parse_args(base), n_images=1).model.compiled_generator is None
+    assert build_restorer(build_parser().parse_args(base + ["--compile"]), n_images=1).model.compiled_generator
     assert build_restorer(build_parser().parse_args(base + ["--no-compile"])).model.compiled_generator is None
