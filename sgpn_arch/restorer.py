@@ -388,14 +388,38 @@ class FaceRestorer:
         for face, affine in zip(faces01, affines):
             inverse = cv2.invertAffineTransform(affine) * u
             inverse[:, 2] += 0.5 * (u - 1)            # pixel centres: p_out = u·p_in + (u − 1)/2
-            warped = np.clip(cv2.warpAffine(face, inverse, (w, h), flags=cv2.INTER_CUBIC), 0, 1)
-            region = cv2.warpAffine(self.face_region(face), inverse, (w, h), flags=cv2.INTER_LINEAR)
+            (x0, y0, x1, y1), window = self._paste_window(inverse, w, h)
+            if window is None:
+                continue                              # the face lies outside the photo
+            warped = np.clip(cv2.warpAffine(face, window, (x1 - x0, y1 - y0), flags=cv2.INTER_CUBIC), 0, 1)
+            region = cv2.warpAffine(self.face_region(face), window, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR)
             edge = max(1, int(np.sqrt(region.sum())) // 20)
             core = cv2.erode((region > 0.999).astype(np.float32), np.ones((2 * edge + 1,) * 2, np.uint8))
             soft = cv2.GaussianBlur(core, (2 * edge + 1, 2 * edge + 1), 0) * np.clip(region, 0, 1)
-            canvas = soft[..., None] * warped + (1 - soft[..., None]) * canvas
-            union = np.maximum(union, soft)
+            part = canvas[y0:y1, x0:x1]
+            part[:] = soft[..., None] * warped + (1 - soft[..., None]) * part
+            np.maximum(union[y0:y1, x0:x1], soft, out=union[y0:y1, x0:x1])
         return canvas, union
+
+    def _paste_window(self, inverse: np.ndarray, w: int, h: int):
+        """The part of the canvas a face is pasted into, and the inverse affine relative to it.
+
+        Pasting only there (not over the whole, possibly upscaled, photo) keeps a 6000 px photo at the cost of its
+        faces. The window holds the warped crop plus a margin wider than the blend's blur and erosion, so every
+        operation gives exactly what it gives on the whole canvas (zeros around the face either way).
+        """
+        corners = np.array([[0, 0, 1], [self.size, 0, 1], [0, self.size, 1], [self.size, self.size, 1]], np.float64)
+        points = corners @ inverse.T
+        area = abs(np.linalg.det(inverse[:, :2])) * self.size ** 2
+        margin = int(np.sqrt(area * 1.2)) // 20 + 8
+        x0, y0 = np.floor(points.min(axis=0)).astype(int) - margin
+        x1, y1 = np.ceil(points.max(axis=0)).astype(int) + margin
+        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+        if x0 >= x1 or y0 >= y1:
+            return (0, 0, 0, 0), None
+        window = inverse.copy()
+        window[:, 2] -= (x0, y0)
+        return (x0, y0, x1, y1), window
 
     def _finish(self, canvas01: np.ndarray, alpha: np.ndarray | None, like: np.ndarray) -> np.ndarray:
         """Back to the input's channel layout and dtype (alpha resized and re-attached)."""

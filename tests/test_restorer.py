@@ -232,3 +232,43 @@ def test_real_esrgan_background(tiny_sgpn, retinaface_dir, faces_dir, tmp_path, 
     monkeypatch.setattr(bg_upsampler.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(ImportError, match=r"sgpn-restore\[realesrgan\]"):
         bg_upsampler.build_bg_upsampler("realesrgan", "cpu")
+
+
+def _paste_over_whole_canvas(restorer, image01, faces01, affines):
+    """The paste-back blend computed over the whole (upscaled) canvas for every face: the reference."""
+    canvas = restorer.upsample_background(image01)
+    h, w = canvas.shape[:2]
+    u = restorer.upscale
+    for face, affine in zip(faces01, affines):
+        inverse = cv2.invertAffineTransform(affine) * u
+        inverse[:, 2] += 0.5 * (u - 1)
+        warped = np.clip(cv2.warpAffine(face, inverse, (w, h), flags=cv2.INTER_CUBIC), 0, 1)
+        region = cv2.warpAffine(np.ones(face.shape[:2], np.float32), inverse, (w, h), flags=cv2.INTER_LINEAR)
+        edge = max(1, int(np.sqrt(region.sum())) // 20)
+        core = cv2.erode((region > 0.999).astype(np.float32), np.ones((2 * edge + 1,) * 2, np.uint8))
+        soft = cv2.GaussianBlur(core, (2 * edge + 1, 2 * edge + 1), 0) * np.clip(region, 0, 1)
+        canvas = soft[..., None] * warped + (1 - soft[..., None]) * canvas
+    return canvas
+
+
+def test_paste_back_touches_only_each_face_window_and_equals_the_whole_canvas_blend(tiny_sgpn, retinaface_dir):
+    restorer = FaceRestorer(tiny_sgpn, device="cpu", upscale=2, detector="retinaface_mobile0.25",
+                            detector_rootpath=retinaface_dir, compile=False)
+    rng = np.random.default_rng(0)
+
+    def smooth(h, w):   # photo-like gradients (OpenCV quantises warp coordinates to 1/32 px: noise would show it)
+        return cv2.resize(rng.uniform(0, 1, (h // 32, w // 32, 3)).astype(np.float32), (w, h),
+                          interpolation=cv2.INTER_CUBIC).clip(0, 1)
+
+    image01 = smooth(900, 1400)
+    faces = [smooth(512, 512) for _ in range(4)]
+    affines = []
+    for scale, angle, (cx, cy) in ((0.6, 0.1, (700, 450)), (0.5, -0.3, (60, 80)), (0.8, 0.5, (1380, 890)),
+                                   (0.4, 0.0, (3000, 400))):          # centred, two over a corner, one outside
+        rotation = cv2.getRotationMatrix2D((256, 256), np.degrees(angle), scale)
+        rotation[:, 2] += (cx - 256, cy - 256)
+        affines.append(cv2.invertAffineTransform(rotation))        # photo -> crop, as detection gives
+    canvas, union = restorer.paste_back(image01, faces, affines)
+    expected = _paste_over_whole_canvas(restorer, image01, faces, affines)
+    np.testing.assert_allclose(canvas, expected, atol=1e-4)
+    assert union.shape == canvas.shape[:2] and 0.01 < (union > 0.5).mean() < 0.5
