@@ -10,7 +10,9 @@ per face over GFPGAN's median, in wall time and in the process's CPU time (stead
         --detector-dir ../shared/weights/retinaface
 
 Front ends (each builds its restorer through its own code, at its defaults):
-  cli     ``sgpn restore -i FOLDER -o OUT`` (``build_restorer`` of the parsed command line)
+  cli     ``sgpn restore -i FOLDER -o OUT`` on a run of 16+ images (``build_restorer`` of the parsed command
+          line: compiled on CPU)
+  cli-few the same command on fewer images (eager: the warm-up would not be repaid)
   comfyui what the SGPN Restore Faces node builds (``FaceRestorer(network, device="cpu", upscale=1, ...)``)
   gradio  the app's ``sgpn_loader`` (it warms up while loading, so "build" holds the compilation; it also
           keeps freed memory, process-wide: GFPGAN too)
@@ -41,14 +43,14 @@ DETECTOR = "retinaface_mobile0.25"   # the detector whose weights the tests have
 def build_front_end(name: str, faces: Path, detector_dir: Path):
     """The :class:`FaceRestorer` the front end ``name`` builds with its default options."""
     weights, bfm = sgpn_assets()
-    if name == "cli":
-        from sgpn_arch.cli import build_parser, build_restorer
+    if name in ("cli", "cli-few"):
+        from sgpn_arch.cli import COMPILE_MIN_IMAGES, build_parser, build_restorer
 
         args = build_parser().parse_args(
             ["restore", "-i", str(faces), "-o", tempfile.mkdtemp(), "--generator", str(weights["sgpn"]),
              "--d3dfr", str(weights["d3dfr"]), "--bfm", str(bfm), "--detector", DETECTOR,
              "--detector-dir", str(detector_dir), "--offline"])
-        return build_restorer(args)
+        return build_restorer(args, n_images=COMPILE_MIN_IMAGES if name == "cli" else 1)
     if name == "comfyui":
         from sgpn_arch.model import build_sgpn
         from sgpn_arch.restorer import FaceRestorer
@@ -120,7 +122,7 @@ def to_markdown(row: dict, command: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--front-end", required=True, choices=["cli", "comfyui", "gradio"])
+    parser.add_argument("--front-end", required=True, choices=["cli", "cli-few", "comfyui", "gradio"])
     parser.add_argument("--faces", type=Path, required=True, help="folder of photos with faces")
     parser.add_argument("--detector-dir", type=Path, required=True, help="folder holding the RetinaFace mobile0.25 weights")
     parser.add_argument("--limit", type=int, default=6, help="photos timed after the warm-up photo")
