@@ -8,29 +8,19 @@ from dataclasses import dataclass
 OVERSIZE_POLICIES = ("downscale", "refuse")
 
 
-def _env_int(name: str, default: int, minimum: int) -> int:
+def _env_number(name: str, default: int | float, minimum: int | float, kind: type = int) -> int | float:
+    """``kind(os.environ[name])``, or ``default`` when unset; a value that is not a number or below ``minimum``
+    raises one message saying what to set."""
     raw = os.environ.get(name, "").strip()
     if not raw:
         return default
+    what, wanted = ("an integer", "a whole number") if kind is int else ("a number", "a number")
     try:
-        value = int(raw)
+        value = kind(raw)
     except ValueError:
-        raise ValueError(f"{name}={raw!r} is not an integer; set it to a whole number >= {minimum} or unset it") from None
+        raise ValueError(f"{name}={raw!r} is not {what}; set it to {wanted} >= {minimum} or unset it") from None
     if value < minimum:
-        raise ValueError(f"{name}={value} is too small; set it to a whole number >= {minimum} or unset it")
-    return value
-
-
-def _env_float(name: str, default: float, minimum: float) -> float:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not a number; set it to a number >= {minimum} or unset it") from None
-    if value < minimum:
-        raise ValueError(f"{name}={value} is too small; set it to a number >= {minimum} or unset it")
+        raise ValueError(f"{name}={value} is too small; set it to {wanted} >= {minimum} or unset it")
     return value
 
 
@@ -100,22 +90,22 @@ class DemoConfig:
         oversize = _env_str("SGPN_OVERSIZE", cls.oversize).lower()
         if oversize not in OVERSIZE_POLICIES:
             raise ValueError(f"SGPN_OVERSIZE={oversize!r} is unknown; set it to one of {', '.join(OVERSIZE_POLICIES)}")
-        max_upscale = _env_int("SGPN_MAX_UPSCALE", cls.max_upscale, 1)
+        max_upscale = _env_number("SGPN_MAX_UPSCALE", cls.max_upscale, 1)
         return cls(
-            max_side=_env_int("SGPN_MAX_SIDE", cls.max_side, 64),
-            max_pixels=_env_int("SGPN_MAX_PIXELS", cls.max_pixels, 64 * 64),
+            max_side=_env_number("SGPN_MAX_SIDE", cls.max_side, 64),
+            max_pixels=_env_number("SGPN_MAX_PIXELS", cls.max_pixels, 64 * 64),
             oversize=oversize,
-            min_side=_env_int("SGPN_MIN_SIDE", cls.min_side, 1),
+            min_side=_env_number("SGPN_MIN_SIDE", cls.min_side, 1),
             max_upscale=max_upscale,
-            default_upscale=min(_env_int("SGPN_DEFAULT_UPSCALE", cls.default_upscale, 1), max_upscale),
-            max_output_side=_env_int("SGPN_MAX_OUTPUT_SIDE", cls.max_output_side, 64),
-            preview_max_side=_env_int("SGPN_PREVIEW_MAX_SIDE", cls.preview_max_side, 64),
-            concurrency=_env_int("SGPN_CONCURRENCY", cls.concurrency, 1),
-            queue_size=_env_int("SGPN_QUEUE_SIZE", cls.queue_size, 1),
+            default_upscale=min(_env_number("SGPN_DEFAULT_UPSCALE", cls.default_upscale, 1), max_upscale),
+            max_output_side=_env_number("SGPN_MAX_OUTPUT_SIDE", cls.max_output_side, 64),
+            preview_max_side=_env_number("SGPN_PREVIEW_MAX_SIDE", cls.preview_max_side, 64),
+            concurrency=_env_number("SGPN_CONCURRENCY", cls.concurrency, 1),
+            queue_size=_env_number("SGPN_QUEUE_SIZE", cls.queue_size, 1),
             max_file_size=_env_str("SGPN_MAX_FILE_SIZE", cls.max_file_size),
             device=_env_str("SGPN_DEVICE", cls.device),
             detector=_env_str("SGPN_DETECTOR", cls.detector),
             allow_download=_env_flag("SGPN_ALLOW_DOWNLOAD", True),
-            download_timeout=_env_float("SGPN_DOWNLOAD_TIMEOUT", cls.download_timeout, 0.1),
+            download_timeout=_env_number("SGPN_DOWNLOAD_TIMEOUT", cls.download_timeout, 0.1, float),
             keep_memory=_env_flag("SGPN_KEEP_MEMORY", True),
         )

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import shutil
+import stat
 import tarfile
 import tempfile
 import time
@@ -142,7 +143,7 @@ def _recognise_checkpoint(path: Path, name: str, safetensors: bool) -> Member:
         keys = state_dict_keys(path)
     except CheckpointError as err:
         return Member(path, name, _pickled_model_kind(path) or f"a torch file that is not a readable state dict ({err})")
-    layout = identify_layout(dict.fromkeys(keys))
+    layout = identify_layout(keys)
     if layout is None:
         return Member(path, name, f"a checkpoint of an unrecognised network (keys like {', '.join(keys[:3])})")
     return Member(path, name, f"a {layout.description} checkpoint", layout.sgpn_role, safetensors)
@@ -295,21 +296,27 @@ def choose_members(members: list[Member]) -> tuple[dict[str, Member], list[Membe
 
 def _stage(chosen: dict[str, Member], staging: Path, move: bool) -> dict[str, tuple[Path, str, str]]:
     """Copy (or move) the chosen members under their installed names into ``staging``; hash them."""
+    staging.mkdir(parents=True, exist_ok=True)
+    mode = _new_file_mode(staging)        # downloads and extractions may have left 0600 or the archive's bits
     staged = {}
     for role, member in chosen.items():
         target = staging / member.target
         target.parent.mkdir(parents=True, exist_ok=True)
         (shutil.move if move else shutil.copyfile)(member.path, target)
-        os.chmod(target, _normal_file_mode())
+        os.chmod(target, mode)
         staged[role] = (target, sha256sum(target), member.name)
     return staged
 
 
-def _normal_file_mode() -> int:
-    """The mode the user's umask gives a new file (temporary files are created 0600)."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
+def _new_file_mode(folder: Path) -> int:
+    """The mode the user's umask gives a new file, read off a probe file (changing the process-wide umask to read it
+    would race with other threads creating files, e.g. the Gradio app's)."""
+    probe = folder / ".mode-probe"
+    os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))
+    try:
+        return stat.S_IMODE(probe.stat().st_mode)
+    finally:
+        probe.unlink()
 
 
 def _publish(staged: dict[str, tuple[Path, str, str]], staging: Path, report: BundleReport) -> None:
@@ -350,9 +357,6 @@ def install_bundle(source: str | os.PathLike, *, consume: bool = False, origin: 
     root.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=".install-", dir=root))
     try:
-        if source.is_file() and _damaged_zip(source):
-            raise BundleError(f"{source} is a damaged zip archive (truncated download?). Download it again. "
-                              f"{HOW_TO_GET_BUNDLE}")
         members = collect_members(source, staging / "scratch")
         chosen, skipped = choose_members(members)
         unpacked = all(m.path.is_relative_to(staging) for m in chosen.values())

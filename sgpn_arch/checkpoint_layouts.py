@@ -66,8 +66,9 @@ LAYOUTS: tuple[Layout, ...] = (
 LAYOUTS_BY_NAME = {layout.name: layout for layout in LAYOUTS}
 
 
-def identify_layout(state_dict: Mapping[str, object]) -> Layout | None:
-    """The :class:`Layout` whose keys ``state_dict`` has (a DataParallel ``module.`` prefix is ignored), else None."""
+def identify_layout(state_dict: Iterable[str]) -> Layout | None:
+    """The :class:`Layout` whose keys ``state_dict`` (a state dict or its key names) has (a DataParallel ``module.``
+    prefix is ignored), else None."""
     keys = frozenset(k.removeprefix("module.") for k in state_dict)
     for layout in LAYOUTS:
         if layout.matches(keys):

@@ -274,14 +274,13 @@ def resolve_weights(name: str, path: str | os.PathLike | None = None, allow_down
         tried = "; ".join(errors) if errors else "no download source"
     else:
         tried = "downloads disabled"
-    how = (f"rovide it with the matching option, the {spec.env_var} environment variable, or by placing it in "
-           f"{weights_dir()} (SGPN_WEIGHTS_DIR).")
+    provide = (f"provide it with the matching option, the {spec.env_var} environment variable, or by placing it "
+               f"in {weights_dir()} (SGPN_WEIGHTS_DIR).")
+    how = "P" + provide[1:]
     if spec.in_bundle:
         from .bundle import HOW_TO_GET_BUNDLE
 
-        how = ("" if HOW_TO_GET_BUNDLE in tried else HOW_TO_GET_BUNDLE + " ") + "Or p" + how
-    else:
-        how = "P" + how
+        how = ("" if HOW_TO_GET_BUNDLE in tried else HOW_TO_GET_BUNDLE + " ") + "Or " + provide
     raise WeightsError(f"{spec.description} ({spec.filename}) not found. Looked in: {', '.join(looked)}; "
                        f"download: {tried.rstrip('.')}. {how}")
 

@@ -28,8 +28,10 @@ def add_weights_parser(sub) -> None:
 
 def run_weights(args: argparse.Namespace) -> int:
     """Run ``sgpn weights <action>``; returns the exit code."""
-    if args.action in ("list", "verify") and not args.names or set(getattr(args, "names", ())) - set(MODEL_ZOO):
-        from . import bg_upsampler, metrics, peers  # noqa: F401  (their networks register in the zoo)
+    names = getattr(args, "names", [])
+    if args.action in ("list", "verify") and not names or any(name not in MODEL_ZOO for name in names):
+        # the metric, peer and background networks register in the zoo on import (heavy: only when asked for)
+        from . import bg_upsampler, metrics, peers  # noqa: F401
     if args.action == "import":
         from .bundle import install_bundle
 
