@@ -33,59 +33,7 @@ PHOTO = "real_lq_whole/sgpn_0022.jpg"
 DETECTOR_FILE = "detection_mobilenet0.25_Final.pth"
 COMFYUI_OWN = {"torch", "torchvision"}   # come with ComfyUI; a pack must never list (and so replace) them
 
-FOLDER_PATHS_STUB = '''"""ComfyUI's model-folder registry, reduced to what custom nodes call (same semantics)."""
-import os
-
-base_path = os.path.dirname(os.path.abspath(__file__))
-models_dir = os.path.join(base_path, "models")
-supported_pt_extensions = {".ckpt", ".pt", ".pt2", ".bin", ".pth", ".safetensors", ".pkl", ".sft"}
-folder_names_and_paths = {
-    "checkpoints": ([os.path.join(models_dir, "checkpoints")], supported_pt_extensions),
-    "custom_nodes": ([os.path.join(base_path, "custom_nodes")], set()),
-}
-
-
-def add_model_folder_path(folder_name, full_folder_path, is_default=False):
-    if folder_name in folder_names_and_paths:
-        paths = folder_names_and_paths[folder_name][0]
-        if full_folder_path not in paths:
-            paths.insert(0, full_folder_path) if is_default else paths.append(full_folder_path)
-    else:
-        folder_names_and_paths[folder_name] = ([full_folder_path], set())
-
-
-def get_folder_paths(folder_name):
-    return folder_names_and_paths[folder_name][0][:]
-
-
-def get_filename_list(folder_name):
-    folders, extensions = folder_names_and_paths[folder_name]
-    found = set()
-    for folder in folders:
-        for root, dirs, files in os.walk(folder, followlinks=True):
-            for name in files:
-                if not extensions or os.path.splitext(name)[-1].lower() in extensions:
-                    found.add(os.path.relpath(os.path.join(root, name), folder))
-    return sorted(found)
-
-
-def get_full_path(folder_name, filename):
-    if folder_name not in folder_names_and_paths:
-        return None
-    filename = os.path.relpath(os.path.join("/", filename), "/")
-    for folder in folder_names_and_paths[folder_name][0]:
-        path = os.path.join(folder, filename)
-        if os.path.isfile(path):
-            return path
-    return None
-
-
-def get_full_path_or_raise(folder_name, filename):
-    path = get_full_path(folder_name, filename)
-    if path is None:
-        raise FileNotFoundError(f"Model in folder '{folder_name}' with filename '{filename}' not found.")
-    return path
-'''
+FOLDER_PATHS_STUB = Path(__file__).with_name("comfy_stubs") / "folder_paths.py"   # shared with test_comfy_nodes
 
 MODEL_MANAGEMENT_STUB = '''"""comfy.model_management, reduced to what custom nodes call."""
 import torch
@@ -207,7 +155,7 @@ def site_folders() -> list[str]:
 def comfy_root(tmp_path_factory) -> Path:
     """A stub ComfyUI folder with the repository copied into custom_nodes/ (no models folders yet)."""
     root = tmp_path_factory.mktemp("ComfyUI")
-    (root / "folder_paths.py").write_text(FOLDER_PATHS_STUB)
+    shutil.copy(FOLDER_PATHS_STUB, root / "folder_paths.py")
     (root / "comfy").mkdir()
     (root / "comfy" / "__init__.py").write_text("")
     (root / "comfy" / "model_management.py").write_text(MODEL_MANAGEMENT_STUB)

@@ -34,7 +34,6 @@ PHOTO = "real_lq_whole/sgpn_0022.jpg"          # one face, 355x505
 SECOND_PHOTO = "real_lq_whole/sgpn_0026.jpg"   # another person, 400x600
 TEST_DETECTOR = "retinaface_mobile0.25"        # the detector whose real weights are available offline
 WIDGET_TYPES = {"INT", "FLOAT", "BOOLEAN", "STRING"}
-PT_EXTENSIONS = {".ckpt", ".pt", ".bin", ".pth", ".safetensors", ".pkl", ".sft"}
 
 
 # --------------------------------------------------------------------------------------------
@@ -42,54 +41,13 @@ PT_EXTENSIONS = {".ckpt", ".pt", ".bin", ".pth", ".safetensors", ".pkl", ".sft"}
 
 
 def make_folder_paths(base: Path) -> types.ModuleType:
-    """``folder_paths`` with ComfyUI's registry semantics (lists of folders + extension sets)."""
-    fp = types.ModuleType("folder_paths")
-    fp.supported_pt_extensions = set(PT_EXTENSIONS)
-    fp.models_dir = str(base / "models")
-    fp.folder_names_and_paths = {
-        "checkpoints": ([str(base / "models" / "checkpoints")], fp.supported_pt_extensions),
-        "upscale_models": ([str(base / "models" / "upscale_models")], fp.supported_pt_extensions),
-    }
-
-    def add_model_folder_path(folder_name, full_folder_path, is_default=False):
-        if folder_name in fp.folder_names_and_paths:
-            paths = fp.folder_names_and_paths[folder_name][0]
-            paths.insert(0, full_folder_path) if is_default else paths.append(full_folder_path)
-        else:
-            fp.folder_names_and_paths[folder_name] = ([full_folder_path], set())
-
-    def get_folder_paths(folder_name):
-        return fp.folder_names_and_paths[folder_name][0][:]
-
-    def get_filename_list(folder_name):
-        folders, extensions = fp.folder_names_and_paths[folder_name]
-        found = set()
-        for folder in folders:
-            for root, dirs, files in os.walk(folder, followlinks=True):
-                dirs[:] = [d for d in dirs if d != ".git"]
-                for name in files:
-                    if not extensions or os.path.splitext(name)[-1].lower() in extensions:
-                        found.add(os.path.relpath(os.path.join(root, name), folder))
-        return sorted(found)
-
-    def get_full_path(folder_name, filename):
-        if folder_name not in fp.folder_names_and_paths:
-            return None
-        filename = os.path.relpath(os.path.join("/", filename), "/")
-        for folder in fp.folder_names_and_paths[folder_name][0]:
-            if os.path.isfile(os.path.join(folder, filename)):
-                return os.path.join(folder, filename)
-        return None
-
-    def get_full_path_or_raise(folder_name, filename):
-        full_path = get_full_path(folder_name, filename)
-        if full_path is None:
-            raise FileNotFoundError(f"Model in folder '{folder_name}' with filename '{filename}' not found.")
-        return full_path
-
-    for func in (add_model_folder_path, get_folder_paths, get_filename_list, get_full_path, get_full_path_or_raise):
-        setattr(fp, func.__name__, func)
-    return fp
+    """``folder_paths`` with ComfyUI's registry semantics (lists of folders + extension sets), rooted at ``base``:
+    the stand-in module the Manager-install test writes into its ComfyUI folder, loaded from there."""
+    shutil.copy(Path(__file__).with_name("comfy_stubs") / "folder_paths.py", base / "folder_paths.py")
+    spec = importlib.util.spec_from_file_location("folder_paths", base / "folder_paths.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 class InterruptProcessingException(Exception):
