@@ -2,7 +2,8 @@
 
 One process per front end, on a folder of photos (detection, alignment, SGPN, paste-back: the whole
 ``FaceRestorer.restore``), with generated official-size weights and a full-size synthetic BFM. The first
-photo's restore (the warm-up: compilation or loading cached kernels) is reported on its own; after it, each
+photo's restore (the warm-up: the first call, which builds the compiled generator if this machine has none
+— ``--fresh-cache`` measures that first-ever build) is reported on its own; after it, each
 photo's restore is timed next to one GFPGAN generator forward (interleaved), and the ratio is restore time
 per face over GFPGAN's median, in wall time and in the process's CPU time (steadier on a shared CPU).
 
@@ -10,9 +11,7 @@ per face over GFPGAN's median, in wall time and in the process's CPU time (stead
         --detector-dir ../shared/weights/retinaface
 
 Front ends (each builds its restorer through its own code, at its defaults):
-  cli     ``sgpn restore -i FOLDER -o OUT`` on a run of 16+ images (``build_restorer`` of the parsed command
-          line: compiled on CPU)
-  cli-few the same command on fewer images (eager: the warm-up would not be repaid)
+  cli     ``sgpn restore -i FOLDER -o OUT`` (``build_restorer`` of the parsed command line)
   comfyui what the SGPN Restore Faces node builds (``FaceRestorer(network, device="cpu", upscale=1, ...)``)
   gradio  the app's ``sgpn_loader`` (it warms up while loading, so "build" holds the compilation; it also
           keeps freed memory, process-wide: GFPGAN too)
@@ -43,14 +42,14 @@ DETECTOR = "retinaface_mobile0.25"   # the detector whose weights the tests have
 def build_front_end(name: str, faces: Path, detector_dir: Path):
     """The :class:`FaceRestorer` the front end ``name`` builds with its default options."""
     weights, bfm = sgpn_assets()
-    if name in ("cli", "cli-few"):
-        from sgpn_arch.cli import COMPILE_MIN_IMAGES, build_parser, build_restorer
+    if name == "cli":
+        from sgpn_arch.cli import build_parser, build_restorer
 
         args = build_parser().parse_args(
             ["restore", "-i", str(faces), "-o", tempfile.mkdtemp(), "--generator", str(weights["sgpn"]),
              "--d3dfr", str(weights["d3dfr"]), "--bfm", str(bfm), "--detector", DETECTOR,
              "--detector-dir", str(detector_dir), "--offline"])
-        return build_restorer(args, n_images=COMPILE_MIN_IMAGES if name == "cli" else 1)
+        return build_restorer(args)
     if name == "comfyui":
         from sgpn_arch.model import build_sgpn
         from sgpn_arch.restorer import FaceRestorer
@@ -122,13 +121,17 @@ def to_markdown(row: dict, command: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--front-end", required=True, choices=["cli", "cli-few", "comfyui", "gradio"])
+    parser.add_argument("--front-end", required=True, choices=["cli", "comfyui", "gradio"])
     parser.add_argument("--faces", type=Path, required=True, help="folder of photos with faces")
     parser.add_argument("--detector-dir", type=Path, required=True, help="folder holding the RetinaFace mobile0.25 weights")
     parser.add_argument("--limit", type=int, default=6, help="photos timed after the warm-up photo")
     parser.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1))
     parser.add_argument("--json", type=Path, help="append the raw row (JSON line) here")
+    parser.add_argument("--fresh-cache", action="store_true",
+                        help="an empty SGPN_CACHE_DIR: the warm-up includes building the compiled generator")
     args = parser.parse_args()
+    if args.fresh_cache:
+        os.environ["SGPN_CACHE_DIR"] = tempfile.mkdtemp(prefix="sgpn_cache_")
     torch.set_num_threads(args.threads)
     row = run(args.front_end, args.faces, args.detector_dir, args.limit)
     sys.stdout.write(to_markdown(row, "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])))

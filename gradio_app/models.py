@@ -133,9 +133,9 @@ def sgpn_loader(config: DemoConfig) -> ModelLoader:
         first = factory(RestoreSettings(config.default_upscale))   # the model on its device, the detector loaded
         if config.keep_memory and first.device.type == "cpu":     # a dedicated server process
             keep_freed_memory()
-        # one forward now, so that the first user does not wait for it (nor for torch.compile, where the
-        # pipeline compiles: 1-3 min on a first start) and concurrent requests never compile at the same time
-        report("warming up the generator (a first start with torch.compile takes minutes)")
+        # one forward now, so that the first user does not wait for it (nor for the compiled generator, which
+        # the first start on a machine builds: ~40 s on 2 cores) and concurrent requests never build it twice
+        report("warming up the generator (the first start on a machine compiles it: about a minute)")
         first.restore_crops([np.full((first.size, first.size, 3), 0.5, np.float32)], [first.template])
         return factory
 

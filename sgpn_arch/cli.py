@@ -14,10 +14,6 @@ from .weights_cli import add_weights_parser, run_weights
 
 logger = logging.getLogger("sgpn")
 
-# Compiled, a face costs ~0.5x GFPGAN v1.4's generator on a 2-core CPU, eager ~1.2x (benchmarks/RESULTS.md); the
-# warm-up (20-40 s with cached kernels, minutes without) is repaid only over a folder, so short runs stay eager.
-COMPILE_MIN_IMAGES = 16
-
 
 class UsageError(ValueError):
     """A command-line option or path that cannot work: reported in one line, exit code 2, before models load."""
@@ -115,9 +111,8 @@ def add_restore_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--detector-dir", help="folder holding the facexlib detector weights")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1, mps")
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
-                        help=f"torch.compile the generator; default: on CPU for runs of {COMPILE_MIN_IMAGES} or more "
-                             "images, where it pays (the first run compiles for 1-3 min and caches the kernels in "
-                             "~/.cache/sgpn/inductor, later runs start in 20-40 s); eager otherwise")
+                        help="run the generator compiled (default: on CPU, where it pays; the first run on a machine "
+                             "compiles it once, about a minute on 2 cores, into ~/.cache/sgpn/compiled)")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                         help="generator precision (bfloat16: faster on GPUs and on CPUs with fast BF16, float16: GPU only)")
     parser.add_argument("--keep-memory", action="store_true",
@@ -131,14 +126,7 @@ def add_restore_arguments(parser: argparse.ArgumentParser) -> None:
                         help="skip inputs whose outputs a previous run wrote completely (to resume an interrupted run)")
 
 
-def default_compile(args, n_images: int) -> bool | str:
-    """``--compile`` as given, else ``"auto"`` (compiled on CPU) for runs long enough to repay the warm-up."""
-    if args.compile is not None:
-        return args.compile
-    return "auto" if n_images >= COMPILE_MIN_IMAGES else False
-
-
-def build_restorer(args, model=None, n_images: int = COMPILE_MIN_IMAGES):
+def build_restorer(args, model=None):
     import torch
 
     from .bg_upsampler import build_bg_upsampler
@@ -156,7 +144,7 @@ def build_restorer(args, model=None, n_images: int = COMPILE_MIN_IMAGES):
                             bg_upsampler=bg_upsampler, detector_rootpath=args.detector_dir,
                             allow_download=not args.offline,
                             fidelity="official" if args.match_official else "default",
-                            compile=default_compile(args, n_images))
+                            compile="auto" if args.compile is None else args.compile)
     if args.dtype != "float32":
         restorer.model.accelerate(dtype=getattr(torch, args.dtype))
     if args.keep_memory and restorer.device.type == "cpu":
@@ -221,7 +209,7 @@ def run_restore(args, model=None) -> int:
     files, skipped = check_restore_args(args)
     for path, what in skipped:
         print(f"skipped {path.name}: {what}", file=sys.stderr)
-    restorer = build_restorer(args, model, n_images=len(files))
+    restorer = build_restorer(args, model)
     report = restore_files(restorer, files, args.output, args)
     already = f" ({report.skipped} already complete, skipped)" if report.skipped else ""
     if report.interrupted:

@@ -1,18 +1,30 @@
-"""Compiled inference of a network with ``torch.compile``: where it pays, cached on disk, eager if it fails.
+"""Compiled inference of a network: an AOTInductor package built once per machine, eager if that fails.
 
-On the 2-core CPU the compiled SGPN generator takes about half the time of the eager one (0.5–0.6× GFPGAN's
-generator against 1.2×, ``benchmarks/RESULTS.md``); on an H200 it is slower at batch 1. So "auto" compiles
-on CPU only (``SGPN_COMPILE=0`` in the environment turns that off, e.g. for a front end). Compilation is slow
-the first time (1–3 min on 2 cores); Inductor's on-disk caches (FX graph and AOTAutograd) keep its result in
-:func:`compile_cache_dir`, so a later process only traces the network again (seconds). Without a working C++
-compiler (or Triton on GPUs) the first call fails inside ``torch.compile``: the network then runs eager,
-with one warning.
+``torch.export`` traces the network (inference path, no autograd) and AOTInductor compiles it into a
+package of C++ kernels (``.pt2``) kept in :func:`package_dir`. The package holds no weights: it takes the
+network's parameters and buffers as inputs on every call, so it costs no second copy of the weights, follows
+any change to them, and one package serves every checkpoint of the same architecture. Its name is a hash of what its code depends on (torch version,
+CPU instruction set, the network's classes and their source, parameter names and shapes, input shapes), so
+a new torch, another machine or an edited network builds a new one.
+
+On the 2-core CPU (``benchmarks/RESULTS.md``) building the package takes ~40 s, once; loading it takes
+milliseconds and its first call is as fast as the next, where ``torch.compile`` re-traced the network in
+every process (7–20 s even with its kernels cached). So "auto" compiles on CPU (``SGPN_COMPILE=0`` turns
+that off, e.g. for a front end); on GPUs the compiled generator was slower at batch 1 (H200). Without a
+working C++ compiler building fails: the network then runs eager, with one warning.
 """
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+import json
 import logging
 import os
+import platform
+import tempfile
+import threading
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterator
@@ -24,18 +36,26 @@ logger = logging.getLogger(__name__)
 
 COMPILE_CHOICES = (False, True, "auto")
 AUTO_DEVICES = ("cpu",)
-# freezing: weights become constants, so inductor folds the equalised-lr scaling and pre-packs convs
-INDUCTOR_OPTIONS = {"freezing": True}
-
+PACKAGE_FORMAT = 1   # bump when the way packages are built changes
 
 # read once: torch sets the variable to its own default (under /tmp) the first time it compiles anything
 _USER_CACHE_DIR = os.environ.get("TORCHINDUCTOR_CACHE_DIR")
 
 
+def cache_root() -> Path:
+    """``SGPN_CACHE_DIR``, else ``~/.cache/sgpn``: where compiled packages and Inductor's caches are kept."""
+    return Path(os.environ.get("SGPN_CACHE_DIR") or Path.home() / ".cache" / "sgpn").expanduser()
+
+
+def package_dir() -> Path:
+    """Folder of the compiled packages (``<cache>/compiled``)."""
+    return cache_root() / "compiled"
+
+
 def compile_cache_dir() -> Path:
-    """Where compiled kernels are kept: ``TORCHINDUCTOR_CACHE_DIR`` if the user set it, else
-    ``~/.cache/sgpn/inductor``."""
-    return Path(_USER_CACHE_DIR or Path.home() / ".cache" / "sgpn" / "inductor").expanduser()
+    """Inductor's own caches while a package builds: ``TORCHINDUCTOR_CACHE_DIR`` if the user set it, else
+    ``<cache>/inductor``."""
+    return Path(_USER_CACHE_DIR or cache_root() / "inductor").expanduser()
 
 
 @contextmanager
@@ -52,31 +72,114 @@ def _inductor_cache() -> Iterator[None]:
             os.environ["TORCHINDUCTOR_CACHE_DIR"] = previous
 
 
-class CompiledInference:
-    """Calls ``module`` through ``torch.compile`` on the devices in ``devices`` (None: all), eager elsewhere.
+def _constants(module: nn.Module) -> dict[str, torch.Tensor]:
+    """Parameters and buffers by name: what an exported package reads as its constants."""
+    return dict(module.named_parameters()) | dict(module.named_buffers())
 
-    Not an ``nn.Module``: holding one adds no state-dict keys. If compiling fails (no C++ compiler, an
-    unsupported platform), it logs a warning and runs eager from then on.
+
+def package_key(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> str:
+    """Hash of everything a package's code depends on (not the weights' values: they are bound at load)."""
+    sources = {}
+    for cls in sorted({type(m) for m in module.modules()}, key=lambda c: f"{c.__module__}.{c.__qualname__}"):
+        try:
+            sources[f"{cls.__module__}.{cls.__qualname__}"] = hashlib.sha256(
+                inspect.getsource(cls).encode()).hexdigest()
+        except (OSError, TypeError):   # no source file (built in): the name and the shapes still count
+            sources[f"{cls.__module__}.{cls.__qualname__}"] = ""
+    spec = dict(format=PACKAGE_FORMAT, torch=torch.__version__, machine=platform.machine(),
+                cpu=torch.backends.cpu.get_cpu_capability(), sources=sources,
+                constants=[(k, list(v.shape), str(v.dtype)) for k, v in _constants(module).items()],
+                inputs=[(list(x.shape), str(x.dtype), x.device.type) for x in inputs])
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:20]
+
+
+class _WeightsAsInputs(nn.Module):
+    """``module`` as a function of its parameters and buffers followed by its inputs: exported this way, the
+    compiler can neither bake the weights into the package nor fold them into constants of its own."""
+
+    def __init__(self, module: nn.Module, names: list[str]):
+        super().__init__()
+        object.__setattr__(self, "inner", module)   # not a submodule: its weights are no constants of the export
+        self.names = names
+
+    def forward(self, *tensors: torch.Tensor) -> torch.Tensor:
+        weights = dict(zip(self.names, tensors))
+        return torch.func.functional_call(self.inner, weights, tensors[len(self.names):])
+
+
+def build_package(module: nn.Module, inputs: tuple[torch.Tensor, ...], path: Path) -> None:
+    """Export ``module`` (inference path) as a function of its weights and ``inputs``' shapes, and compile
+    it into the package ``path`` (written under a temporary name, then renamed: never half a package)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".pt2", dir=path.parent)
+    os.close(fd)
+    weights = _constants(module)
+    try:
+        with torch.no_grad(), _inductor_cache():
+            program = torch.export.export(_WeightsAsInputs(module, list(weights)),
+                                          (*weights.values(), *inputs), strict=False)
+            torch._inductor.aoti_compile_and_package(program, package_path=tmp)
+        os.replace(tmp, path)
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+class CompiledInference:
+    """Calls ``module`` through its compiled package on the devices in ``devices`` (None: all), eager elsewhere
+    and whenever autograd is on (training).
+
+    Not an ``nn.Module``: holding one adds no state-dict keys. The first call on a new input shape loads the
+    package, building it first if this machine has none (~40 s on 2 CPU cores, logged). On CPU a batch runs
+    one sample at a time (batching does not pay on CPU cores), so one package serves every batch size. If
+    building or loading fails (no C++ compiler, an unsupported platform), it logs one warning and runs eager
+    from then on.
     """
 
     def __init__(self, module: nn.Module, devices: tuple[str, ...] | None):
         self.module = module
         self.devices = devices
-        self._compiled: Callable | None = torch.compile(module, options=INDUCTOR_OPTIONS)
+        self.failed = False
+        self._paths: dict[tuple, Path] = {}
+        self._runners: dict[Path, Callable] = {}
+        self._lock = threading.Lock()
 
     def uses_compiled(self, device: torch.device) -> bool:
-        """Whether a call on ``device`` goes through the compiled module."""
-        return self._compiled is not None and (self.devices is None or device.type in self.devices)
+        """Whether a call on ``device`` goes through the compiled package."""
+        return not self.failed and (self.devices is None or device.type in self.devices)
+
+    def package_path(self, *inputs: torch.Tensor) -> Path:
+        """Where the package for inputs like these is (or will be) kept."""
+        spec = tuple((tuple(x.shape), x.dtype, x.device.type) for x in inputs)
+        if spec not in self._paths:   # hashing the sources takes milliseconds: once per input shape
+            self._paths[spec] = package_dir() / f"{type(self.module).__name__}-{package_key(self.module, inputs)}.pt2"
+        return self._paths[spec]
+
+    def prepare(self, *inputs: torch.Tensor) -> Callable:
+        """The compiled runner for inputs shaped like ``inputs`` (called with the weights, then the inputs):
+        loaded, after building it if this machine has none."""
+        path = self.package_path(*inputs)
+        with self._lock:
+            if path not in self._runners:
+                if not path.is_file():
+                    logger.info("compiling %s for this machine, once (about a minute on 2 CPU cores); later "
+                                "runs load it from %s", type(self.module).__name__, path.parent)
+                    start = time.perf_counter()
+                    build_package(self.module, inputs, path)
+                    logger.info("compiled in %.0f s", time.perf_counter() - start)
+                self._runners[path] = torch._inductor.aoti_load_package(str(path))
+        return self._runners[path]
 
     def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
-        if self.uses_compiled(inputs[0].device):
+        if self.uses_compiled(inputs[0].device) and not torch.is_grad_enabled():
             try:
-                with _inductor_cache():
-                    return self._compiled(*inputs)
+                if inputs[0].device.type == "cpu" and len(inputs[0]) > 1:
+                    return torch.cat([self(*(x[i:i + 1] for x in inputs)) for i in range(len(inputs[0]))])
+                return self.prepare(*inputs)(*_constants(self.module).values(), *inputs)
             except Exception as err:   # compiler missing or failing: eager still gives the same result
-                logger.warning("torch.compile failed (%s: %s); running without compiling from now on "
-                               "(compile=False / --no-compile skips the attempt)", type(err).__name__, err)
-                self._compiled = None
+                logger.warning("compiling %s failed (%s: %s); running without compiling from now on "
+                               "(compile=False / --no-compile skips the attempt)",
+                               type(self.module).__name__, type(err).__name__, err)
+                self.failed = True
         return self.module(*inputs)
 
 

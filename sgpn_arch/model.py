@@ -66,11 +66,12 @@ class SGPN(nn.Module):
     def accelerate(self, compile: bool | str | None = None, dtype: torch.dtype | None = None) -> "SGPN":
         """Inference speed options; outputs stay equal to the plain path within float tolerance.
 
-        ``compile``: run the generator through ``torch.compile`` (:mod:`sgpn_arch.compilation`: inductor,
-        frozen weights, kernels cached on disk, eager if compiling fails): ``"auto"`` where it pays (CPU;
+        ``compile``: run the generator compiled (:mod:`sgpn_arch.compilation`: an AOTInductor package built
+        once per machine and kept on disk, eager if compiling fails): ``"auto"`` where it pays (CPU;
         ``SGPN_COMPILE=0`` turns it off), ``True`` on every device, ``False`` never; ``None`` keeps the
-        current choice. The first compiled call compiles (1–3 min on 2 CPU cores, seconds once cached)
-        and freezes the weights: call ``accelerate`` again after changing them. ``dtype``: run the
+        current choice. The first compiled call on a machine builds the package (~40 s on 2 CPU cores);
+        later ones, in any process, load it in milliseconds. It reads the current weights on every call.
+        ``dtype``: run the
         generator in ``torch.float16``/``torch.bfloat16`` (GPU); the shape prior stays in float32.
         """
         if dtype is not None:

@@ -79,8 +79,8 @@ class FaceRestorer:
     demo's pre- and post-processing, pixel for pixel; README "Fidelity to the official demo").
     ``detection_size``: faces are detected on a copy of larger photos reduced to this shorter side (None:
     full resolution); ``min_eye_distance`` / ``min_face_size``: smaller faces are skipped (pixels).
-    ``compile``: ``torch.compile`` the generator (:meth:`SGPN.accelerate`): ``"auto"`` where it pays (on
-    CPU; the first process compiles for 1–3 min, later ones load the cached kernels), ``True``, ``False``.
+    ``compile``: run the generator compiled (:meth:`SGPN.accelerate`): ``"auto"`` where it pays (on CPU;
+    the first run on a machine compiles it once, ~40 s on 2 cores, later ones load it), ``True``, ``False``.
     """
 
     def __init__(self, model: SGPN | None = None, *, generator=None, d3dfr=None, bfm_folder=None,

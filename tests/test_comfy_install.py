@@ -192,7 +192,7 @@ def foreign_pack(tmp_path_factory) -> Path:
 def run_pack(comfy_root: Path, bundle: Path, naming: str, foreign: Path | None, faces_dir: Path,
              home: Path) -> dict:
     env = {"PATH": "/usr/bin:/bin", "HOME": str(home), "SGPN_WEIGHTS_DIR": str(bundle), "OMP_NUM_THREADS": "2",
-           "SGPN_COMPILE": "0"}   # torch.compile takes minutes on CPU: not what this test checks
+           "SGPN_COMPILE": "0"}   # compiling takes a minute on CPU: not what this test checks
     command = [sys.executable, "-I", "-S", "-c", RUN_PACK, str(comfy_root), naming, str(foreign or ""),
                str(faces_dir / PHOTO), json.dumps(site_folders()), str(REPO_ROOT)]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)

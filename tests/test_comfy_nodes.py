@@ -164,7 +164,7 @@ def comfy_env(tmp_path_factory, tiny_weights, bfm_dir, retinaface_dir):
     with pytest.MonkeyPatch.context() as env:
         env.setenv("SGPN_WEIGHTS_DIR", str(bundle))
         env.delenv("SGPN_BFM_DIR", raising=False)
-        env.setenv("SGPN_COMPILE", "0")   # torch.compile takes minutes on CPU: not what these tests check
+        env.setenv("SGPN_COMPILE", "0")   # compiling takes a minute on CPU: not what these tests check
         try:
             pack = load_custom_node(custom_nodes, PACK_NAME)
             yield types.SimpleNamespace(pack=pack, folder_paths=folder_paths, mm=mm, utils=utils, base=base,

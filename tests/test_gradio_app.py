@@ -111,7 +111,7 @@ def tiny_app(tiny_weights, bfm_dir, retinaface_dir, tmp_path_factory):
     with pytest.MonkeyPatch.context() as patch:
         _offline_model_env(patch, tmp_path_factory.mktemp("weights"))
         patch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
-        patch.setenv("SGPN_COMPILE", "0")   # torch.compile takes minutes on CPU: not what these tests check
+        patch.setenv("SGPN_COMPILE", "0")   # compiling takes a minute on CPU: not what these tests check
         patch.setenv("SGPN_WEIGHTS_RETINAFACE_MOBILE025", str(retinaface_dir / "detection_mobilenet0.25_Final.pth"))
         patch.setenv("SGPN_WEIGHTS_REALESRGAN_X2PLUS", str(_random_realesrgan(tmp_path_factory.mktemp("realesrgan"))))
         config = DemoConfig(**LIMITS, oversize="downscale", device="cpu", detector="retinaface_mobile0.25",
@@ -186,7 +186,8 @@ def test_readme_documents_every_setting():
     assert {"SGPN_MAX_FILE_SIZE", "SGPN_CONCURRENCY", "SGPN_DOWNLOAD_TIMEOUT"} <= read_by_app
     networks = ("sgpn", "d3dfr", "retinaface_resnet50", "retinaface_mobile0.25", "parsenet", "realesrgan_x2plus")
     weights = {MODEL_ZOO[name].env_var for name in networks}
-    pipeline = {"SGPN_WEIGHTS_DIR", "SGPN_BFM_DIR", "SGPN_HF_REPO", "SGPN_BUNDLE_URL", "HF_HUB_OFFLINE", "SGPN_COMPILE"}
+    pipeline = {"SGPN_WEIGHTS_DIR", "SGPN_BFM_DIR", "SGPN_HF_REPO", "SGPN_BUNDLE_URL", "HF_HUB_OFFLINE", "SGPN_COMPILE",
+                "SGPN_CACHE_DIR"}
     undocumented = sorted(name for name in read_by_app | weights | pipeline if f"`{name}`" not in readme)
     assert not undocumented, f"gradio_app/README.md does not document {undocumented}"
 

@@ -128,7 +128,7 @@ def app_url(tiny_weights, bfm_dir, retinaface_dir, tmp_path_factory):
     env.update(HF_HUB_OFFLINE="1", HF_HUB_CACHE=str(hub_cache(folder / "hub", MIRROR, mirror)), SGPN_HF_REPO=MIRROR,
                SGPN_WEIGHTS_DIR=str(folder / "empty"), SGPN_BFM_DIR=str(bfm_dir), SGPN_DEVICE="cpu",
                SGPN_DETECTOR="retinaface_mobile0.25", SGPN_MAX_FILE_SIZE="1mb", SGPN_KEEP_MEMORY="0",
-               SGPN_COMPILE="0",   # torch.compile takes minutes on CPU: not what these tests check
+               SGPN_COMPILE="0",   # compiling takes a minute on CPU: not what these tests check
                SGPN_WEIGHTS_RETINAFACE_MOBILE025=str(retinaface_dir / "detection_mobilenet0.25_Final.pth"))
     process, url = start_app([sys.executable, "app.py"], env, space, folder / "app.log")
     try:
