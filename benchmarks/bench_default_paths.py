@@ -6,6 +6,10 @@ photo's restore (the warm-up: the first call, which builds the compiled generato
 — ``--fresh-cache`` measures that first-ever build) is reported on its own; after it, each
 photo's restore is timed next to one GFPGAN generator forward (interleaved), and the ratio is restore time
 per face over GFPGAN's median, in wall time and in the process's CPU time (steadier on a shared CPU).
+GFPGAN runs twice per photo: in this process (it shares the front end's allocator settings) and in a process
+of its own at its defaults (as ``inference_gfpgan.py`` runs it) — the ``own process`` ratio; the three calls
+take turns, so both baselines see the same machine. The peak resident memory of this process (the front end
+with one GFPGAN model loaded) is reported too.
 
     python benchmarks/bench_default_paths.py --front-end cli --faces ../shared/data/faces/real_lq_cropped \\
         --detector-dir ../shared/weights/retinaface
@@ -22,7 +26,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -69,10 +75,41 @@ def build_front_end(name: str, faces: Path, detector_dir: Path):
     raise ValueError(f"unknown front end {name!r}")
 
 
+class GFPGANProcess:
+    """GFPGAN v1.4's generator in a process of its own, at its defaults: one timed forward per :meth:`time`."""
+
+    CODE = ("import sys, time, torch; torch.set_num_threads({threads}); sys.path.insert(0, {repo!r});"
+            "import basicsr_plugin.compat; from sgpn_arch.peers import build_peer_network;"
+            "torch.manual_seed(0); net = build_peer_network('gfpgan').eval().requires_grad_(False);"
+            "lq = torch.rand(1, 3, 512, 512) * 2 - 1\n"
+            "for line in sys.stdin:\n"
+            "    with torch.inference_mode():\n"
+            "        w, c = time.perf_counter(), time.process_time(); net(lq)\n"
+            "        print(time.perf_counter() - w, time.process_time() - c, flush=True)\n")
+
+    def __init__(self):
+        code = self.CODE.format(threads=torch.get_num_threads(), repo=str(REPO))
+        self.proc = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.DEVNULL, text=True)
+        self.time()   # loads the model, first call
+
+    def time(self) -> tuple[float, float]:
+        """Wall and CPU seconds of one forward."""
+        self.proc.stdin.write("run\n")
+        self.proc.stdin.flush()
+        wall, cpu = self.proc.stdout.readline().split()
+        return float(wall), float(cpu)
+
+    def close(self) -> None:
+        self.proc.stdin.close()
+        self.proc.wait()
+
+
 def run(front_end: str, faces: Path, detector_dir: Path, limit: int) -> dict:
     from sgpn_arch.image_io import list_images, read_image
     from sgpn_arch.peers import build_peer_network
 
+    own_process = GFPGANProcess()
     torch.manual_seed(0)
     gfpgan = build_peer_network("gfpgan").eval().requires_grad_(False)
     lq = torch.rand(1, 3, 512, 512) * 2 - 1
@@ -86,7 +123,11 @@ def run(front_end: str, faces: Path, detector_dir: Path, limit: int) -> dict:
     with torch.inference_mode():
         gfpgan(lq)
     restore, restore_cpu, reference, reference_cpu, n_faces = [], [], [], [], 0
+    own, own_cpu = [], []
     for image in images[1:]:
+        wall, cpu = own_process.time()
+        own.append(wall)
+        own_cpu.append(cpu)
         start, cpu_start = time.perf_counter(), time.process_time()
         with torch.inference_mode():
             gfpgan(lq)
@@ -96,27 +137,32 @@ def run(front_end: str, faces: Path, detector_dir: Path, limit: int) -> dict:
         n_faces += len(restorer.restore(image).restored_faces)
         restore.append(time.perf_counter() - start)
         restore_cpu.append(time.process_time() - cpu_start)
+    own_process.close()
     per_face, per_face_cpu = sum(restore) / n_faces, sum(restore_cpu) / n_faces
+    peak_mib = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     compiled = restorer.model.compiled_generator
     return dict(front_end=front_end, compiled=bool(compiled and compiled.uses_compiled(restorer.device)),
                 build_s=build_s, warmup=warmup, photos=len(restore), faces=n_faces,
                 per_face_ms=per_face * 1000, gfpgan_ms=statistics.median(reference) * 1000,
                 ratio=per_face / statistics.median(reference),
                 per_face_cpu_ms=per_face_cpu * 1000, gfpgan_cpu_ms=statistics.median(reference_cpu) * 1000,
+                own_gfpgan_ms=statistics.median(own) * 1000, own_ratio=per_face / statistics.median(own),
+                own_cpu_ratio=per_face_cpu / statistics.median(own_cpu), peak_mib=peak_mib,
                 cpu_ratio=per_face_cpu / statistics.median(reference_cpu))
 
 
-def to_markdown(row: dict, command: str) -> str:
+def to_markdown(row: dict, command: str, allocator: str) -> str:
     w = row["warmup"]
     return "\n".join([
-        f"Command: `{command}`", "", machine_line("cpu", "freed memory kept" if row["front_end"] == "gradio"
-                                                   else "glibc default"), "",
-        "| front end | generator | photos / faces | per face ms | GFPGAN ms | ratio | CPU-time ratio | "
-        "warm-up (first photo) s | build s |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        f"Command: `{command}`", "", machine_line("cpu", allocator), "",
+        "| front end | generator | photos / faces | per face ms | GFPGAN ms, this process | ratio | CPU-time ratio | "
+        "GFPGAN ms, own process | ratio | CPU-time ratio | warm-up (first photo) s | build s | peak RSS MiB |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
         f"| {row['front_end']} | {'compiled' if row['compiled'] else 'eager'} | {row['photos']} / {row['faces']} | "
         f"{row['per_face_ms']:.0f} | {row['gfpgan_ms']:.0f} | {row['ratio']:.2f} | {row['cpu_ratio']:.2f} | "
-        f"{w['wall_s']:.1f} ({w['faces']} face{'s' if w['faces'] != 1 else ''}) | {row['build_s']:.1f} |", ""])
+        f"{row['own_gfpgan_ms']:.0f} | {row['own_ratio']:.2f} | {row['own_cpu_ratio']:.2f} | "
+        f"{w['wall_s']:.1f} ({w['faces']} face{'s' if w['faces'] != 1 else ''}) | {row['build_s']:.1f} | "
+        f"{row['peak_mib']:.0f} |", ""])
 
 
 def main() -> None:
@@ -134,7 +180,11 @@ def main() -> None:
         os.environ["SGPN_CACHE_DIR"] = tempfile.mkdtemp(prefix="sgpn_cache_")
     torch.set_num_threads(args.threads)
     row = run(args.front_end, args.faces, args.detector_dir, args.limit)
-    sys.stdout.write(to_markdown(row, "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:])))
+    from sgpn_arch.cpu_memory import freed_memory_kept
+
+    allocator = "freed memory kept (GFPGAN in this process too)" if freed_memory_kept() else "glibc default"
+    sys.stdout.write(to_markdown(row, "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:]),
+                                 allocator))
     if args.json:
         with args.json.open("a") as f:
             f.write(json.dumps(row) + "\n")

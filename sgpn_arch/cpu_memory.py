@@ -24,6 +24,8 @@ M_MMAP_MAX = -4
 # largest value mallopt accepts (an int): free memory at the top of the heap beyond this is returned
 TRIM_THRESHOLD_MAX = 2 ** 31 - 1
 
+_kept = False
+
 
 def keep_freed_memory() -> bool:
     """Make glibc serve large allocations from the heap and keep freed memory (process-wide).
@@ -35,7 +37,14 @@ def keep_freed_memory() -> bool:
     libc = ctypes.CDLL(None)
     if not hasattr(libc, "gnu_get_libc_version") or not hasattr(libc, "mallopt"):
         return False   # musl and other C libraries: their mallopt does not take these parameters
+    global _kept
     applied = libc.mallopt(M_MMAP_MAX, 0) == 1 and libc.mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD_MAX) == 1
     if applied:
         logger.debug("glibc malloc: large blocks from the heap, freed memory kept")
+        _kept = True
     return applied
+
+
+def freed_memory_kept() -> bool:
+    """Whether :func:`keep_freed_memory` has been applied in this process."""
+    return _kept
