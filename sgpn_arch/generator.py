@@ -19,6 +19,11 @@ from .stylegan2_ops import (LEAKY_GAIN, LEAKY_SLOPE, ConstantInput, ConvLayer, E
 COEFF_DIM = 257
 
 
+def _layout(t: torch.Tensor) -> torch.memory_format:
+    """Memory format of the feature map ``t``, for the buffers that the inference path fills from it."""
+    return torch.channels_last if t.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format
+
+
 class SGPNEncoder(nn.Module):
     """1×1 conv at full resolution, then stride-2 blur+conv layers down to 4×4 and a linear code.
 
@@ -89,7 +94,8 @@ class AFFBConv(StyledConv):
         mask_input[:, :c] = out
         mask = self.convs_mask(mask_input).sigmoid_()
         bias = (self.activate.bias * LEAKY_GAIN).view(1, -1, 1, 1)
-        result = out.new_empty(out.shape[0], 2 * c, *out.shape[2:])
+        result = torch.empty(out.shape[0], 2 * c, *out.shape[2:], dtype=out.dtype, device=out.device,
+                             memory_format=_layout(mask_input))
         torch.add(bias[:, :c], out, alpha=LEAKY_GAIN, out=result[:, :c])
         fused = torch.lerp(feature_3d, feature_lq, mask, out=result[:, c:])
         torch.addcmul(bias[:, c:], fused, self.noise.weight * LEAKY_GAIN, out=fused)
@@ -143,7 +149,8 @@ class SGPNDecoder(nn.Module):
             f_lq, f_3d = features_lq[res], features_3d[res]
             if inference:
                 c = f_lq.shape[1]
-                mask_input = f_lq.new_empty(f_lq.shape[0], 3 * c, res, res)
+                mask_input = torch.empty(f_lq.shape[0], 3 * c, res, res, dtype=f_lq.dtype, device=f_lq.device,
+                                         memory_format=_layout(f_lq))
                 mask_input[:, c:2 * c], mask_input[:, 2 * c:] = f_lq, f_3d
                 out = self.convs[2 * i].forward_inference(out, w, mask_input, f_lq, f_3d)
                 out = self.convs[2 * i + 1].forward_inference(out, w, mask_input, f_lq, f_3d)
@@ -179,11 +186,16 @@ class SGPNGenerator(nn.Module):
 
     def forward(self, lq: torch.Tensor, render: torch.Tensor, coeffs: torch.Tensor) -> torch.Tensor:
         batch = lq.shape[0]
-        codes, features = self.netE(torch.cat([lq, render], dim=0))   # both passes in one batch
+        pair = torch.cat([lq, render], dim=0)   # both passes in one batch
+        cpu_inference = lq.device.type == "cpu" and not torch.is_grad_enabled()
+        if cpu_inference:   # channels-last maps: oneDNN's CPU convolutions run without reordering them
+            pair = pair.contiguous(memory_format=torch.channels_last)
+        codes, features = self.netE(pair)
         features_lq = {r: f[:batch] for r, f in features.items()}
         features_3d = {r: f[batch:] for r, f in features.items()}
         latent = torch.cat([codes[:batch], codes[batch:], coeffs.to(codes.dtype)], dim=1)
-        return self.netG(latent, features_lq, features_3d)
+        restored = self.netG(latent, features_lq, features_3d)
+        return restored.contiguous() if cpu_inference else restored
 
     @staticmethod
     def config_from_state_dict(state_dict: dict[str, torch.Tensor]) -> dict:
