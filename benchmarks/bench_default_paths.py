@@ -79,12 +79,10 @@ class GFPGANProcess:
     """GFPGAN v1.4's generator in a process of its own, at its defaults: one timed forward per :meth:`time`."""
 
     CODE = ("import sys, time, torch; torch.set_num_threads({threads}); sys.path.insert(0, {repo!r});"
-            "import basicsr_plugin.compat; from sgpn_arch.peers import build_peer_network;"
-            "torch.manual_seed(0); net = build_peer_network('gfpgan').eval().requires_grad_(False);"
-            "lq = torch.rand(1, 3, 512, 512) * 2 - 1\n"
+            "from benchmarks.bench_speed import build_subject; forward = build_subject('gfpgan', 1)\n"
             "for line in sys.stdin:\n"
             "    with torch.inference_mode():\n"
-            "        w, c = time.perf_counter(), time.process_time(); net(lq)\n"
+            "        w, c = time.perf_counter(), time.process_time(); forward()\n"
             "        print(time.perf_counter() - w, time.process_time() - c, flush=True)\n")
 
     def __init__(self):

@@ -76,19 +76,19 @@ def _inductor_cache() -> Iterator[None]:
 
 
 def _constants(module: nn.Module) -> dict[str, torch.Tensor]:
-    """Parameters and buffers by name: what an exported package reads as its constants."""
+    """Parameters and buffers by name: what a package takes as its first inputs, on every call."""
     return dict(module.named_parameters()) | dict(module.named_buffers())
 
 
 def package_key(module: nn.Module, inputs: tuple[torch.Tensor, ...]) -> str:
-    """Hash of everything a package's code depends on (not the weights' values: they are bound at load)."""
+    """Hash of everything a package's code depends on (not the weights' values: they are inputs of each call)."""
     sources = {}
-    for cls in sorted({type(m) for m in module.modules()}, key=lambda c: f"{c.__module__}.{c.__qualname__}"):
+    for cls in {type(m) for m in module.modules()}:
         try:
-            sources[f"{cls.__module__}.{cls.__qualname__}"] = hashlib.sha256(
-                inspect.getsource(cls).encode()).hexdigest()
+            digest = hashlib.sha256(inspect.getsource(cls).encode()).hexdigest()
         except (OSError, TypeError):   # no source file (built in): the name and the shapes still count
-            sources[f"{cls.__module__}.{cls.__qualname__}"] = ""
+            digest = ""
+        sources[f"{cls.__module__}.{cls.__qualname__}"] = digest
     spec = dict(format=PACKAGE_FORMAT, torch=torch.__version__, machine=platform.machine(),
                 cpu=torch.backends.cpu.get_cpu_capability(), sources=sources,
                 constants=[(k, list(v.shape), str(v.dtype)) for k, v in _constants(module).items()],

@@ -71,8 +71,8 @@ class SGPN(nn.Module):
         ``SGPN_COMPILE=0`` turns it off), ``True`` on every device, ``False`` never; ``None`` keeps the
         current choice. The first compiled call on a machine builds the package (~40 s on 2 CPU cores);
         later ones, in any process, load it in milliseconds. It reads the current weights on every call.
-        ``dtype``: run the
-        generator in ``torch.float16``/``torch.bfloat16`` (GPU); the shape prior stays in float32.
+        ``dtype``: run the generator in ``torch.float16``/``torch.bfloat16`` (GPU); the shape prior stays in
+        float32.
         """
         if dtype is not None:
             if dtype not in (torch.float32, torch.float16, torch.bfloat16):
@@ -83,7 +83,7 @@ class SGPN(nn.Module):
             devices, current = compile_devices(compile), self.compiled_generator
             if devices == ():
                 self.compiled_generator = None
-            elif current is None or current.devices != devices or dtype is not None:
+            elif current is None or current.devices != devices:   # a new dtype: another package, same runner
                 self.compiled_generator = CompiledInference(self.generator, devices)
         return self
 
