@@ -29,6 +29,26 @@ def faces_dir(shared_dir: Path) -> Path:
     return shared_dir / "data" / "faces"
 
 
+@pytest.fixture(scope="module")
+def module_mktemp(tmp_path_factory, request):
+    """``tmp_path_factory.mktemp`` for module-scoped fixtures, whose folders go when the module's tests are done.
+
+    Generated weights run to hundreds of MB per module and CI disks can be small; the folders are kept when a
+    test of the module failed, like ``tmp_path`` under ``tmp_path_retention_policy = "failed"``.
+    """
+    failed_before = request.session.testsfailed
+    made: list[Path] = []
+
+    def mktemp(name: str) -> Path:
+        made.append(tmp_path_factory.mktemp(name))
+        return made[-1]
+
+    yield mktemp
+    if request.session.testsfailed == failed_before:
+        for folder in made:
+            shutil.rmtree(folder, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def bfm_dir(tmp_path_factory) -> Path:
     from sgpn_arch.bfm_synthetic import write_synthetic_bfm

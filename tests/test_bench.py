@@ -31,7 +31,7 @@ def test_pairs_are_reproducible_and_aligned(faces_dir, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def metric_weights(tmp_path_factory) -> dict[str, Path]:
+def metric_weights(module_mktemp) -> dict[str, Path]:
     """Randomly initialised metric networks in their official layouts, and random FFHQ statistics."""
     from facexlib.alignment.awing_arch import FAN
     from torchvision.models import vgg16
@@ -39,7 +39,7 @@ def metric_weights(tmp_path_factory) -> dict[str, Path]:
     from sgpn_arch.arcface import ArcFaceResNet18
     from sgpn_arch.metrics import FIDInception
 
-    folder = tmp_path_factory.mktemp("metric_weights")
+    folder = module_mktemp("metric_weights")
     torch.manual_seed(0)
     files = {"vgg16": vgg16(weights=None).state_dict(), "arcface": ArcFaceResNet18().state_dict(),
              "fan": FAN(num_modules=4, num_landmarks=98).state_dict(), "fid": FIDInception().net.state_dict(),
@@ -52,10 +52,10 @@ def metric_weights(tmp_path_factory) -> dict[str, Path]:
 
 
 @pytest.fixture(scope="module")
-def peer_weights(tmp_path_factory) -> dict[str, Path]:
+def peer_weights(module_mktemp) -> dict[str, Path]:
     from sgpn_arch.peers import PEERS
 
-    folder = tmp_path_factory.mktemp("peer_weights")
+    folder = module_mktemp("peer_weights")
     paths = {}
     for name in ("gfpgan", "gpen", "codeformer"):
         torch.manual_seed(1)

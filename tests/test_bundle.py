@@ -55,13 +55,13 @@ def _write_fake_yolo(path: Path, tmp: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def official_folder(tmp_path_factory, tiny_weights, bfm_dir) -> Path:
+def official_folder(module_mktemp, tiny_weights, bfm_dir) -> Path:
     """A ``checkpoints/`` folder laid out as the official release (generated weights, synthetic BFM)."""
-    root = tmp_path_factory.mktemp("release") / "checkpoints"
+    root = module_mktemp("release") / "checkpoints"
     (root / "BFM").mkdir(parents=True)
     shutil.copy(tiny_weights["sgpn"], root / "sgpn.pth")
     shutil.copy(tiny_weights["d3dfr"], root / "d3dfr_finetune_ours.pth")
-    _write_fake_yolo(root / "yoloface_v5m.pt", tmp_path_factory.mktemp("yolo"))
+    _write_fake_yolo(root / "yoloface_v5m.pt", module_mktemp("yolo"))
     for name in weights.BFM_FILES:
         shutil.copy(bfm_dir / name, root / "BFM" / name)
     (root / "BFM" / "std_exp.txt").write_text(" ".join(f"{v:.6f}" for v in np.linspace(1e4, 1e2, 79)))

@@ -152,9 +152,9 @@ def site_folders() -> list[str]:
 
 
 @pytest.fixture(scope="module")
-def comfy_root(tmp_path_factory) -> Path:
+def comfy_root(module_mktemp) -> Path:
     """A stub ComfyUI folder with the repository copied into custom_nodes/ (no models folders yet)."""
-    root = tmp_path_factory.mktemp("ComfyUI")
+    root = module_mktemp("ComfyUI")
     shutil.copy(FOLDER_PATHS_STUB, root / "folder_paths.py")
     (root / "comfy").mkdir()
     (root / "comfy" / "__init__.py").write_text("")
@@ -168,9 +168,9 @@ def comfy_root(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory, tiny_weights, bfm_dir) -> Path:
+def bundle(module_mktemp, tiny_weights, bfm_dir) -> Path:
     """weights_dir() after `sgpn weights download`: sgpn.pth, d3dfr_finetune_ours.pth and BFM/."""
-    folder = tmp_path_factory.mktemp("sgpn_cache")
+    folder = module_mktemp("sgpn_cache")
     shutil.copy(tiny_weights["sgpn"], folder / "sgpn.pth")
     shutil.copy(tiny_weights["d3dfr"], folder / "d3dfr_finetune_ours.pth")
     shutil.copytree(bfm_dir, folder / "BFM")
@@ -178,9 +178,9 @@ def bundle(tmp_path_factory, tiny_weights, bfm_dir) -> Path:
 
 
 @pytest.fixture(scope="module")
-def foreign_pack(tmp_path_factory) -> Path:
+def foreign_pack(module_mktemp) -> Path:
     """Another pack's own ``sgpn_arch`` and ``basicsr``: importing any of their modules by mistake fails."""
-    folder = tmp_path_factory.mktemp("other_pack")
+    folder = module_mktemp("other_pack")
     for package in ("sgpn_arch", "basicsr"):
         (folder / package).mkdir()
         (folder / package / "__init__.py").write_text("OTHER_PACK = True\n")

@@ -124,9 +124,9 @@ FOREIGN_KEYS = ["conv_body_first.weight", "final_linear.weight", "stylegan_decod
 
 
 @pytest.fixture(scope="module")
-def comfy_env(tmp_path_factory, tiny_weights, bfm_dir, retinaface_dir):
+def comfy_env(module_mktemp, tiny_weights, bfm_dir, retinaface_dir):
     """A ComfyUI-like install: models folders with the pack's files, stand-ins, the pack in custom_nodes."""
-    base = tmp_path_factory.mktemp("ComfyUI")
+    base = module_mktemp("ComfyUI")
     models = base / "models"
     (models / "sgpn" / "BFM").mkdir(parents=True)
     (models / "facedetection").mkdir()

@@ -106,14 +106,14 @@ def _random_realesrgan(folder: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def tiny_app(tiny_weights, bfm_dir, retinaface_dir, tmp_path_factory):
+def tiny_app(tiny_weights, bfm_dir, retinaface_dir, module_mktemp):
     """The demo with its real loader on the tiny generated SGPN and the real mobile0.25 detector, served locally."""
     with pytest.MonkeyPatch.context() as patch:
-        _offline_model_env(patch, tmp_path_factory.mktemp("weights"))
+        _offline_model_env(patch, module_mktemp("weights"))
         patch.setenv("GRADIO_ANALYTICS_ENABLED", "False")
         patch.setenv("SGPN_COMPILE", "0")   # compiling takes a minute on CPU: not what these tests check
         patch.setenv("SGPN_WEIGHTS_RETINAFACE_MOBILE025", str(retinaface_dir / "detection_mobilenet0.25_Final.pth"))
-        patch.setenv("SGPN_WEIGHTS_REALESRGAN_X2PLUS", str(_random_realesrgan(tmp_path_factory.mktemp("realesrgan"))))
+        patch.setenv("SGPN_WEIGHTS_REALESRGAN_X2PLUS", str(_random_realesrgan(module_mktemp("realesrgan"))))
         config = DemoConfig(**LIMITS, oversize="downscale", device="cpu", detector="retinaface_mobile0.25",
                             generator=str(tiny_weights["sgpn"]), d3dfr=str(tiny_weights["d3dfr"]),
                             bfm_dir=str(bfm_dir), allow_download=False, keep_memory=False)

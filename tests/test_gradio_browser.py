@@ -114,13 +114,13 @@ def wait_for_model(url: str, seconds: float = 120) -> str:
 
 
 @pytest.fixture(scope="module")
-def app_url(tiny_weights, bfm_dir, retinaface_dir, tmp_path_factory):
+def app_url(tiny_weights, bfm_dir, retinaface_dir, module_mktemp):
     """The built Space's `python app.py` on 127.0.0.1, offline; SGPN and D3DFR only in the Hugging Face cache of a
     mirror. Nothing of the checkout is on its path: it runs the packages copied into the Space."""
     from gradio_app.build_space import build_space
     from sgpn_arch.weights import MODEL_ZOO
 
-    folder = tmp_path_factory.mktemp("gradio_app")
+    folder = module_mktemp("gradio_app")
     space = build_space(folder / "space")
     mirror = {MODEL_ZOO[name].hf_filename: _mirror_payload(tiny_weights[name], MODEL_ZOO[name].hf_filename)
               for name in ("sgpn", "d3dfr")}

@@ -174,7 +174,7 @@ LPIPS_CHANNELS = (64, 128, 256, 512, 512)
 
 
 @pytest.fixture(scope="module")
-def lpips_files(tmp_path_factory):
+def lpips_files(module_mktemp):
     """Random VGG-16 features (torchvision key layout) and random positive calibration layers."""
     from torchvision.models.vgg import cfgs, make_layers
 
@@ -185,7 +185,7 @@ def lpips_files(tmp_path_factory):
             nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
             nn.init.normal_(layer.bias, 0.0, 0.05)
     lins = {f"lin{k}.model.1.weight": torch.rand(1, c, 1, 1) for k, c in enumerate(LPIPS_CHANNELS)}
-    folder = tmp_path_factory.mktemp("lpips")
+    folder = module_mktemp("lpips")
     torch.save({f"features.{k}": v for k, v in features.state_dict().items()}, folder / "vgg16.pth")
     torch.save(lins, folder / "vgg.pth")
     return {"backbone": folder / "vgg16.pth", "lins": folder / "vgg.pth",
@@ -236,7 +236,7 @@ def test_lpips_matches_definition(lpips_files):
 
 
 @pytest.fixture(scope="module")
-def arcface_file(tmp_path_factory):
+def arcface_file(module_mktemp):
     torch.manual_seed(30)
     model = ArcFaceResNet18()
     for module in model.modules():
@@ -245,7 +245,7 @@ def arcface_file(tmp_path_factory):
             module.running_var.uniform_(0.5, 1.5)
             module.weight.data.uniform_(0.5, 1.5)
             module.bias.data.normal_(0.0, 0.1)
-    path = tmp_path_factory.mktemp("arcface") / "arcface_random.pth"
+    path = module_mktemp("arcface") / "arcface_random.pth"
     torch.save(model.state_dict(), path)
     return path
 
@@ -344,12 +344,12 @@ def test_landmark_distance_known_points():
 
 
 @pytest.fixture(scope="module")
-def fan_file(tmp_path_factory):
+def fan_file(module_mktemp):
     from facexlib.alignment.awing_arch import FAN
 
     torch.manual_seed(50)
     model = FAN(num_modules=4, num_landmarks=98, device="cpu")
-    path = tmp_path_factory.mktemp("fan") / "fan_random.pth"
+    path = module_mktemp("fan") / "fan_random.pth"
     torch.save(model.state_dict(), path)
     return path
 
@@ -425,10 +425,10 @@ def test_load_fid_stats(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def fid_files(tmp_path_factory):
+def fid_files(module_mktemp):
     torch.manual_seed(70)
     model = M.FIDInception()
-    folder = tmp_path_factory.mktemp("fid")
+    folder = module_mktemp("fid")
     torch.save(model.net.state_dict(), folder / "inception_random.pth")
     rng = np.random.default_rng(71)
     torch.save({"mean": rng.normal(size=2048), "cov": np.diag(rng.uniform(0.1, 1.0, 2048))}, folder / "stats.pth")
