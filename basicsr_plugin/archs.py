@@ -3,10 +3,10 @@
 from . import compat  # noqa: F401  (before basicsr)
 from basicsr.utils.registry import ARCH_REGISTRY  # noqa: E402
 
-from sgpn_arch.arcface import ArcFaceResNet18  # noqa: E402
-from sgpn_arch.d3dfr import ReconNet  # noqa: E402
-from sgpn_arch.discriminator import SGPNDiscriminator  # noqa: E402
-from sgpn_arch.generator import SGPNGenerator  # noqa: E402
+from sgpn_arch.nets.arcface import ArcFaceResNet18  # noqa: E402
+from sgpn_arch.nets.d3dfr import ReconNet  # noqa: E402
+from sgpn_arch.nets.discriminator import SGPNDiscriminator  # noqa: E402
+from sgpn_arch.nets.generator import SGPNGenerator  # noqa: E402
 
 for _arch in (SGPNGenerator, SGPNDiscriminator, ReconNet, ArcFaceResNet18):
     ARCH_REGISTRY.register(_arch)

@@ -14,9 +14,9 @@ from . import compat  # noqa: F401  (before basicsr)
 from basicsr.utils import FileClient, imfrombytes  # noqa: E402
 from basicsr.utils.registry import DATASET_REGISTRY  # noqa: E402
 
-from sgpn_arch.align import d3dfr_crop_matrix, get_template, similarity_transform  # noqa: E402
-from sgpn_arch.bfm_synthetic import REFERENCE_LM3D_5  # noqa: E402
-from sgpn_arch.degradation import BlindDegradation, to_gray  # noqa: E402
+from sgpn_arch.eval.degradation import BlindDegradation, to_gray  # noqa: E402
+from sgpn_arch.face3d.bfm_synthetic import REFERENCE_LM3D_5  # noqa: E402
+from sgpn_arch.pipeline.align import d3dfr_crop_matrix, get_template, similarity_transform  # noqa: E402
 
 DEGRADATION_KEYS = {"blur_kernel_size", "blur_sigma", "anisotropic_prob", "downsample_range", "noise_range",
                     "jpeg_range", "color_jitter_prob", "color_jitter_shift", "gray_prob", "color_jitter_pt_prob",

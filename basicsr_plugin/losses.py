@@ -11,9 +11,9 @@ from torchvision.models import vgg19
 from . import compat  # noqa: F401  (before basicsr)
 from basicsr.utils.registry import LOSS_REGISTRY  # noqa: E402
 
-from sgpn_arch.arcface import ArcFaceResNet18, to_arcface_input  # noqa: E402
-from sgpn_arch.checkpoints import load_state_dict_file, load_strict  # noqa: E402
-from sgpn_arch.weights import resolve_weights  # noqa: E402
+from sgpn_arch.nets.arcface import ArcFaceResNet18, to_arcface_input  # noqa: E402
+from sgpn_arch.zoo.checkpoints import load_state_dict_file, load_strict  # noqa: E402
+from sgpn_arch.zoo.weights import resolve_weights  # noqa: E402
 
 # index of each convolution in torchvision's vgg19().features: its output is taken before the ReLU that
 # follows it (BasicSR/GFPGAN's perceptual-loss convention for these layer names)

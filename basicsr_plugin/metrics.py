@@ -10,7 +10,7 @@ with ``img``/``img2`` as HWC BGR arrays). This module adds, with the same callin
   takes ``imgs`` (a list of HWC BGR images or a folder) instead of one ``img``; the ``FaceBenchModel``
   of :mod:`basicsr_plugin.bench_model` collects the restored images and calls it once per dataset.
 
-Networks are built once per (weights, device) and cached by :mod:`sgpn_arch.metrics`; their weights
+Networks are built once per (weights, device) and cached by :mod:`sgpn_arch.eval.metrics`; their weights
 come from the weights zoo (``weights`` option: a local path, else the zoo's override/download rules).
 
 :class:`ValidationMetrics` is what :class:`~basicsr_plugin.models.SGPNModel` validates with: FID over the
@@ -28,8 +28,9 @@ from . import compat  # noqa: F401  (must run before the first basicsr import)
 
 from basicsr.utils.registry import METRIC_REGISTRY  # noqa: E402
 
-from sgpn_arch import metrics as _metrics  # noqa: E402
-from sgpn_arch.metrics.fid import cached_fid_inception, fid_against_ffhq, inception_features, load_fid_stats  # noqa: E402
+from sgpn_arch.eval import metrics as _metrics  # noqa: E402
+from sgpn_arch.eval.metrics.fid import (cached_fid_inception, fid_against_ffhq, inception_features,  # noqa: E402
+                                        load_fid_stats)
 
 logger = logging.getLogger("basicsr")
 NO_REFERENCE_TYPES = ("calculate_niqe", "calculate_fid_ffhq")

@@ -22,13 +22,13 @@ from basicsr.utils import imwrite, tensor2img  # noqa: E402
 from basicsr.utils.dist_util import master_only  # noqa: E402
 from basicsr.utils.registry import MODEL_REGISTRY  # noqa: E402
 
-from sgpn_arch.align import get_template  # noqa: E402
-from sgpn_arch.bfm import ParametricFaceModel  # noqa: E402
-from sgpn_arch.bfm_synthetic import write_synthetic_bfm  # noqa: E402
-from sgpn_arch.decoder_init import load_pretrained_decoder  # noqa: E402
-from sgpn_arch.image_io import atomic_output  # noqa: E402
-from sgpn_arch.renderer import MeshRenderer  # noqa: E402
-from sgpn_arch.shape_prior import ShapePrior  # noqa: E402
+from sgpn_arch.face3d.bfm import ParametricFaceModel  # noqa: E402
+from sgpn_arch.face3d.bfm_synthetic import write_synthetic_bfm  # noqa: E402
+from sgpn_arch.face3d.renderer import MeshRenderer  # noqa: E402
+from sgpn_arch.face3d.shape_prior import ShapePrior  # noqa: E402
+from sgpn_arch.nets.decoder_init import load_pretrained_decoder  # noqa: E402
+from sgpn_arch.pipeline.align import get_template  # noqa: E402
+from sgpn_arch.pipeline.image_io import atomic_output  # noqa: E402
 
 from . import distributed  # noqa: E402
 from .metrics import ValidationMetrics  # noqa: E402
@@ -175,7 +175,8 @@ class SGPNModel(SRModel):
 
     def _init_decoder(self, path: str | None) -> None:
         """``network_g.decoder_load_path`` (GFPGAN's option): start netG's decoder from a pretrained StyleGAN2/GPEN
-        generator (:mod:`sgpn_arch.decoder_init`); skipped when ``pretrain_network_g`` is given or a run resumes."""
+        generator (:mod:`sgpn_arch.nets.decoder_init`); skipped when ``pretrain_network_g`` is given or a run
+        resumes."""
         if not path:
             return
         if self.opt["path"].get("pretrain_network_g"):

@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from sgpn_arch.checkpoint_layouts import describe_state_dict
-from sgpn_arch.checkpoints import CheckpointError
+from sgpn_arch.zoo.checkpoint_layouts import describe_state_dict
+from sgpn_arch.zoo.checkpoints import CheckpointError
 
 logger = logging.getLogger("basicsr")
 
@@ -57,7 +57,7 @@ def load_pretrained(net: nn.Module, path: str | os.PathLike, param_key: str | No
     """Load ``path`` into ``net`` (bare module); returns what was loaded (for the log).
 
     A file of another network or configuration raises :class:`CheckpointError` naming the file, what it
-    is (:func:`~sgpn_arch.checkpoint_layouts.describe_state_dict`) and the first mismatches.
+    is (:func:`~sgpn_arch.zoo.checkpoint_layouts.describe_state_dict`) and the first mismatches.
     """
     state, found = select_state_dict(read_checkpoint(path), param_key, str(path))
     own = net.state_dict()

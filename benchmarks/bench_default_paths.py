@@ -57,8 +57,8 @@ def build_front_end(name: str, faces: Path, detector_dir: Path):
              "--detector-dir", str(detector_dir), "--offline"])
         return build_restorer(args)
     if name == "comfyui":
-        from sgpn_arch.model import build_sgpn
-        from sgpn_arch.restorer import FaceRestorer
+        from sgpn_arch.nets.model import build_sgpn
+        from sgpn_arch.pipeline.restorer import FaceRestorer
 
         network = build_sgpn(weights["sgpn"], weights["d3dfr"], bfm, device="cpu")   # SGPN_ModelLoader.load
         return FaceRestorer(network, device="cpu", upscale=1, det_threshold=0.9, detector=DETECTOR,
@@ -104,8 +104,8 @@ class GFPGANProcess:
 
 
 def run(front_end: str, faces: Path, detector_dir: Path, limit: int) -> dict:
-    from sgpn_arch.image_io import list_images, read_image
-    from sgpn_arch.peers import build_peer_network
+    from sgpn_arch.eval.peers import build_peer_network
+    from sgpn_arch.pipeline.image_io import list_images, read_image
 
     own_process = GFPGANProcess()
     torch.manual_seed(0)
@@ -178,7 +178,7 @@ def main() -> None:
         os.environ["SGPN_CACHE_DIR"] = tempfile.mkdtemp(prefix="sgpn_cache_")
     torch.set_num_threads(args.threads)
     row = run(args.front_end, args.faces, args.detector_dir, args.limit)
-    from sgpn_arch.cpu_memory import freed_memory_kept
+    from sgpn_arch.pipeline.cpu_memory import freed_memory_kept
 
     allocator = "freed memory kept (GFPGAN in this process too)" if freed_memory_kept() else "glibc default"
     sys.stdout.write(to_markdown(row, "python " + " ".join([Path(sys.argv[0]).as_posix()] + sys.argv[1:]),

@@ -43,10 +43,10 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from sgpn_arch.align import get_template
-    from sgpn_arch.bfm_synthetic import write_synthetic_bfm
-    from sgpn_arch.checkpoints import write_random_checkpoints
-    from sgpn_arch.model import build_sgpn
+    from sgpn_arch.face3d.bfm_synthetic import write_synthetic_bfm
+    from sgpn_arch.nets.model import build_sgpn
+    from sgpn_arch.pipeline.align import get_template
+    from sgpn_arch.zoo.checkpoints import write_random_checkpoints
 
     folder = Path(tempfile.mkdtemp(prefix="sgpn_bench_renderer_"))
     weights = write_random_checkpoints(folder / "weights", preset="official")

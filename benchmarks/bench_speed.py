@@ -5,7 +5,7 @@ weights (speed does not depend on the values). Reported: median ms per call, rat
 generator measured in the same run, GFLOP/s achieved (FLOPs from ``torch.utils.flop_counter``) and
 peak resident memory of a fresh process that builds the subject and runs it twice, and the first call
 (warm-up, compilation included) separately. ``--keep-memory`` makes
-the process keep freed memory (``sgpn_arch.cpu_memory``, as ``sgpn restore --keep-memory``) for every subject.
+the process keep freed memory (``sgpn_arch.pipeline.cpu_memory``, as ``sgpn restore --keep-memory``) for every subject.
 
     python benchmarks/bench_speed.py --rounds 7 --batch 1 4 --out benchmarks/RESULTS.md
     python benchmarks/bench_speed.py --device cuda --no-memory --subjects gfpgan gfpgan_fp16 sgpn_generator_fp16
@@ -33,7 +33,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import basicsr_plugin.compat  # noqa: E402,F401  (gfpgan imports basicsr)
-from sgpn_arch.cpu_memory import keep_freed_memory  # noqa: E402
+from sgpn_arch.pipeline.cpu_memory import keep_freed_memory  # noqa: E402
 
 SIZE = 512
 FULL_SIZE_BFM = {"grid": 214}   # 35.6k vertices / 70.4k triangles, like the real BFM09 front face
@@ -42,8 +42,8 @@ FULL_SIZE_BFM = {"grid": 214}   # 35.6k vertices / 70.4k triangles, like the rea
 @functools.cache
 def sgpn_assets() -> tuple[dict[str, Path], Path]:
     """Official-size random weights and a full-size synthetic BFM, written once per process."""
-    from sgpn_arch.bfm_synthetic import write_synthetic_bfm
-    from sgpn_arch.checkpoints import write_random_checkpoints
+    from sgpn_arch.face3d.bfm_synthetic import write_synthetic_bfm
+    from sgpn_arch.zoo.checkpoints import write_random_checkpoints
 
     folder = Path(tempfile.mkdtemp(prefix="sgpn_bench_"))
     return (write_random_checkpoints(folder / "weights", preset="official"),
@@ -51,7 +51,7 @@ def sgpn_assets() -> tuple[dict[str, Path], Path]:
 
 
 def _sgpn_model(compile: bool | str, dtype: torch.dtype | None, device: str):
-    from sgpn_arch.model import build_sgpn
+    from sgpn_arch.nets.model import build_sgpn
 
     weights, bfm = sgpn_assets()
     model = build_sgpn(weights["sgpn"], weights["d3dfr"], bfm, device=device, renderer_backend="torch")
@@ -59,7 +59,7 @@ def _sgpn_model(compile: bool | str, dtype: torch.dtype | None, device: str):
 
 
 def _template_landmarks(batch: int) -> torch.Tensor:
-    from sgpn_arch.align import get_template
+    from sgpn_arch.pipeline.align import get_template
 
     return torch.as_tensor(get_template("sgpn", SIZE), dtype=torch.float32).expand(batch, 5, 2).clone()
 
@@ -92,7 +92,7 @@ def build_subject(name: str, batch: int, device: str = "cpu") -> Callable[[], to
         render, coeffs, lq_g = prior.render.to(dtype), prior.coeffs.to(dtype), lq.to(dtype)
         generator = model.compiled_generator or model.generator
         return lambda: generator(lq_g, render, coeffs)
-    from sgpn_arch.peers import build_peer_network
+    from sgpn_arch.eval.peers import build_peer_network
 
     net = build_peer_network(name.removesuffix("_bf16").removesuffix("_fp16")).eval().requires_grad_(False)
     net = net.to(device, dtype or torch.float32)
@@ -115,7 +115,7 @@ def peak_rss_mib(name: str, batch: int, keep_memory: bool) -> float:
     """VmHWM of a fresh process that builds ``name`` and runs it twice."""
     code = (f"import sys; sys.argv=['x']; sys.path.insert(0, {str(REPO)!r});"
             f"import torch; torch.set_num_threads({torch.get_num_threads()});"
-            f"from sgpn_arch.cpu_memory import keep_freed_memory; {keep_memory} and keep_freed_memory();"
+            f"from sgpn_arch.pipeline.cpu_memory import keep_freed_memory; {keep_memory} and keep_freed_memory();"
             f"from benchmarks.bench_speed import build_subject;"
             f"fn = build_subject({name!r}, {batch});"
             "ctx = torch.inference_mode(); ctx.__enter__(); fn(); fn();"

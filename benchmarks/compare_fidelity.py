@@ -40,11 +40,11 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
 
-    from sgpn_arch.bfm_synthetic import write_synthetic_bfm
-    from sgpn_arch.checkpoints import write_random_checkpoints
-    from sgpn_arch.image_io import read_image
-    from sgpn_arch.model import IdentitySGPN, build_sgpn
-    from sgpn_arch.restorer import FaceRestorer
+    from sgpn_arch.face3d.bfm_synthetic import write_synthetic_bfm
+    from sgpn_arch.nets.model import IdentitySGPN, build_sgpn
+    from sgpn_arch.pipeline.image_io import read_image
+    from sgpn_arch.pipeline.restorer import FaceRestorer
+    from sgpn_arch.zoo.checkpoints import write_random_checkpoints
 
     work = Path(tempfile.mkdtemp(prefix="sgpn_fidelity_"))
     detector_dir = args.shared / "weights" / "retinaface"

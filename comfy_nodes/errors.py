@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 
-from .sgpn_arch.bfm import BFMError
-from .sgpn_arch.checkpoints import CheckpointError
-from .sgpn_arch.weights import WeightsError
+from .sgpn_arch.face3d.bfm import BFMError
+from .sgpn_arch.zoo.checkpoints import CheckpointError
+from .sgpn_arch.zoo.weights import WeightsError
 
 # what users cause: missing or wrong files, options the pipeline refuses, a mode not available yet
 USER_ERRORS = (BFMError, CheckpointError, WeightsError, FileNotFoundError, ValueError, NotImplementedError)

@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .sgpn_arch.align import get_template, invert_affine, similarity_transform, warp_affine
-from .sgpn_arch.model import SGPN
+from .sgpn_arch.nets.model import SGPN
+from .sgpn_arch.pipeline.align import get_template, invert_affine, similarity_transform, warp_affine
 
 CONSUMER_TEMPLATE = "ffhq"   # facexlib FaceRestoreHelper's alignment, used by every FACERESTORE_MODEL consumer
 

@@ -19,8 +19,8 @@ from pathlib import Path
 
 import folder_paths
 
-from .sgpn_arch import weights
-from .sgpn_arch.bfm import LANDMARK_FILE, MODEL_FILE
+from .sgpn_arch.face3d.bfm import LANDMARK_FILE, MODEL_FILE
+from .sgpn_arch.zoo import weights
 from .weight_layouts import file_layout
 
 logger = logging.getLogger(__name__)

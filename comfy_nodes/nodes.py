@@ -16,8 +16,8 @@ import comfy.utils
 from . import model_paths
 from .errors import user_errors
 from .facerestore_model import SGPNFaceRestoreModel
-from .sgpn_arch.model import SGPN, build_sgpn
-from .sgpn_arch.restorer import DETECTORS, FIDELITY_MODES, FaceRestorer, NoFaceError
+from .sgpn_arch.nets.model import SGPN, build_sgpn
+from .sgpn_arch.pipeline.restorer import DETECTORS, FIDELITY_MODES, FaceRestorer, NoFaceError
 from .tensors import bgr_to_image_batch, black_image_batch, image_batch_to_bgr, masks_to_batch
 
 logger = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Conversions between ComfyUI tensors and the pipeline's numpy images.
 
 ComfyUI: ``IMAGE`` float32 ``[B,H,W,C]`` RGB in 0..1 on the CPU (``C`` = 3, or 4 with alpha from nodes that
-keep it), ``MASK`` float32 ``[B,H,W]`` in 0..1. Pipeline (``sgpn_arch.restorer``): one numpy image at a time,
+keep it), ``MASK`` float32 ``[B,H,W]`` in 0..1. Pipeline (``sgpn_arch.pipeline.restorer``): one numpy image at a time,
 BGR(A) (OpenCV order); it restores the colour and carries alpha through, and so do these conversions.
 """
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 import logging
 import os
 
-from .sgpn_arch.checkpoint_layouts import identify_layout
-from .sgpn_arch.checkpoints import state_dict_keys
+from .sgpn_arch.zoo.checkpoint_layouts import identify_layout
+from .sgpn_arch.zoo.checkpoints import state_dict_keys
 
 logger = logging.getLogger(__name__)
 

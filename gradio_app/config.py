@@ -43,8 +43,8 @@ class DemoConfig:
     shorter side is below ``min_side`` is enlarged before detection. The upscale factor is lowered so that the
     output's longer side stays within ``max_output_side``. ``concurrency`` restorations run at once (each with
     its own detector, sharing one SGPN), ``queue_size`` requests wait; ``max_file_size`` bounds uploads (Gradio
-    size string). The model settings go to :class:`sgpn_arch.restorer.FaceRestorer`; weights left ``None`` are
-    resolved by the weights zoo (:func:`sgpn_arch.weights.resolve_weights`), each network wait bounded by
+    size string). The model settings go to :class:`sgpn_arch.pipeline.restorer.FaceRestorer`; weights left ``None`` are
+    resolved by the weights zoo (:func:`sgpn_arch.zoo.weights.resolve_weights`), each network wait bounded by
     ``download_timeout`` seconds.
     """
 

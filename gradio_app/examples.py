@@ -1,5 +1,5 @@
 """Degraded example photos with preset settings, made at start-up from the public-domain portraits that ship
-inside installed packages (:mod:`sgpn_arch.examples`) with the project's own degradation."""
+inside installed packages (:mod:`sgpn_arch.pipeline.examples`) with the project's own degradation."""
 
 from __future__ import annotations
 
@@ -9,9 +9,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sgpn_arch.degradation import BlindDegradation
-from sgpn_arch.examples import find_example_images
-from sgpn_arch.image_io import read_image, to_bgr_uint8, write_image
+from sgpn_arch.eval.degradation import BlindDegradation
+from sgpn_arch.pipeline.examples import find_example_images
+from sgpn_arch.pipeline.image_io import read_image, to_bgr_uint8, write_image
 
 
 @dataclass(frozen=True)

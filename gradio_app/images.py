@@ -13,7 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from sgpn_arch.image_io import from_float, scale_of, write_image
+from sgpn_arch.pipeline.image_io import from_float, scale_of, write_image
 
 # What browsers display in an <img>; other formats (TIFF) get a lossless PNG copy for the page.
 BROWSER_FORMATS = (".png", ".jpg", ".jpeg", ".webp", ".bmp", ".gif")

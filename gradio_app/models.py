@@ -16,12 +16,12 @@ from pathlib import Path
 
 import numpy as np
 
-from sgpn_arch.bfm import LANDMARK_FILE, MODEL_FILE, BFMError
-from sgpn_arch.bg_upsampler import build_bg_upsampler
-from sgpn_arch.cpu_memory import keep_freed_memory
-from sgpn_arch.model import build_sgpn
-from sgpn_arch.restorer import FaceRestorer
-from sgpn_arch.weights import WeightsError, resolve_bfm_folder, resolve_weights, stage_for_facexlib
+from sgpn_arch.face3d.bfm import LANDMARK_FILE, MODEL_FILE, BFMError
+from sgpn_arch.nets.model import build_sgpn
+from sgpn_arch.pipeline.bg_upsampler import build_bg_upsampler
+from sgpn_arch.pipeline.cpu_memory import keep_freed_memory
+from sgpn_arch.pipeline.restorer import FaceRestorer
+from sgpn_arch.zoo.weights import WeightsError, resolve_bfm_folder, resolve_weights, stage_for_facexlib
 
 from .config import DemoConfig
 
@@ -51,7 +51,7 @@ class RestoreSettings:
     upscale: int = 2
     use_parse: bool = False
     fidelity: str = "default"
-    background: bool = False    # Real-ESRGAN background upsampling (sgpn_arch.bg_upsampler)
+    background: bool = False    # Real-ESRGAN background upsampling (sgpn_arch.pipeline.bg_upsampler)
 
 
 RestorerFactory = Callable[[RestoreSettings], FaceRestorer]

@@ -9,9 +9,9 @@ import gradio as gr
 import numpy as np
 from PIL import Image
 
-from sgpn_arch.bg_upsampler import check_bg_upsampler
-from sgpn_arch.image_io import read_image
-from sgpn_arch.restorer import FIDELITY_MODES, NoFaceError, RestoreResult
+from sgpn_arch.pipeline.bg_upsampler import check_bg_upsampler
+from sgpn_arch.pipeline.image_io import read_image
+from sgpn_arch.pipeline.restorer import FIDELITY_MODES, NoFaceError, RestoreResult
 
 from .config import DemoConfig
 from .examples import degraded_examples
@@ -103,7 +103,7 @@ def build_demo(load: ModelLoader | None = None, *, config: DemoConfig | None = N
                examples: list[str | Path] | None = None) -> gr.Blocks:
     """Build the demo with its queue configured (not launched); launch it with ``config.launch_options()``.
 
-    ``load(report)`` loads the model and returns the factory of :class:`~sgpn_arch.restorer.FaceRestorer`
+    ``load(report)`` loads the model and returns the factory of :class:`~sgpn_arch.pipeline.restorer.FaceRestorer`
     objects (default: :func:`~gradio_app.models.sgpn_loader` with the settings of ``config``, default
     :meth:`DemoConfig.from_env`). It runs in a background thread started here: the page is served at once and
     shows the loading state, or why the model is not available. ``examples`` are the portraits degraded into

@@ -10,7 +10,7 @@ import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .weights_cli import add_weights_parser, run_weights
+from .zoo.weights_cli import add_weights_parser, run_weights
 
 logger = logging.getLogger("sgpn")
 
@@ -21,7 +21,7 @@ class UsageError(ValueError):
 
 def _inputs(path: Path) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Images to restore under ``path`` and the other files of the folder with what they are (skipped)."""
-    from .image_io import describe_file, looks_like_image
+    from .pipeline.image_io import describe_file, looks_like_image
 
     if path.is_dir():
         files = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
@@ -51,9 +51,9 @@ def _check_output(output: Path) -> None:
 
 def check_restore_args(args) -> tuple[list[Path], list[tuple[Path, str]]]:
     """Validate every option and path before any model loads; returns the inputs and the skipped files."""
-    from .bg_upsampler import check_bg_upsampler
-    from .image_io import OUTPUT_FORMATS
-    from .restorer import pick_device
+    from .pipeline.bg_upsampler import check_bg_upsampler
+    from .pipeline.image_io import OUTPUT_FORMATS
+    from .pipeline.restorer import pick_device
 
     ranges = [("--upscale", args.upscale, 1, 8), ("--visibility", args.visibility, 0, 1),
               ("--det-threshold", args.det_threshold, 0, 1), ("--min-face-size", args.min_face_size, 0, None),
@@ -81,7 +81,7 @@ def check_restore_args(args) -> tuple[list[Path], list[tuple[Path, str]]]:
 
 
 def add_restore_arguments(parser: argparse.ArgumentParser) -> None:
-    from .image_io import OUTPUT_FORMATS
+    from .pipeline.image_io import OUTPUT_FORMATS
 
     parser.add_argument("-i", "--input", type=Path, required=True, help="image file or folder")
     parser.add_argument("-o", "--output", type=Path, default=Path("results"), help="output folder (default: results)")
@@ -129,9 +129,9 @@ def add_restore_arguments(parser: argparse.ArgumentParser) -> None:
 def build_restorer(args, model=None):
     import torch
 
-    from .bg_upsampler import build_bg_upsampler
-    from .cpu_memory import keep_freed_memory
-    from .restorer import FaceRestorer
+    from .pipeline.bg_upsampler import build_bg_upsampler
+    from .pipeline.cpu_memory import keep_freed_memory
+    from .pipeline.restorer import FaceRestorer
 
     bg_upsampler = None
     if args.bg_upsampler != "none" and not (args.aligned or args.no_paste_back):
@@ -173,8 +173,8 @@ def restore_files(restorer, files: list[Path], output: Path, args) -> BatchRepor
     from tqdm import tqdm
     from tqdm.contrib.logging import logging_redirect_tqdm
 
-    from .image_io import check_format, read_image
-    from .output_folder import OutputFolder, output_names, write_all_or_none
+    from .pipeline.image_io import check_format, read_image
+    from .pipeline.output_folder import OutputFolder, output_names, write_all_or_none
 
     folder = OutputFolder(output, suffix=args.suffix or "", ext=args.ext)
     names = output_names(files)
@@ -224,8 +224,8 @@ def run_restore(args, model=None) -> int:
 
 def run_demo(args) -> int:
     """Whole chain offline with random weights and a synthetic 3DMM on public-domain portraits."""
-    from .bfm_synthetic import write_synthetic_bfm
-    from .checkpoints import write_random_checkpoints
+    from .face3d.bfm_synthetic import write_synthetic_bfm
+    from .zoo.checkpoints import write_random_checkpoints
 
     cache = Path(tempfile.gettempdir()) / "sgpn_demo"
     weights = write_random_checkpoints(cache / "weights", preset="tiny")
@@ -244,7 +244,7 @@ def run_demo(args) -> int:
 
 
 def run_make_pairs(args) -> int:
-    from .bench import make_pairs
+    from .eval.bench import make_pairs
 
     hq, lq = make_pairs(args.hq, args.output, seed=args.seed, size=args.size, limit=args.limit)
     print(f"pairs written: GT {hq}, LQ {lq}")
@@ -252,7 +252,7 @@ def run_make_pairs(args) -> int:
 
 
 def run_bench(args) -> int:
-    from .bench import MethodSources, run_bench as bench
+    from .eval.bench import MethodSources, run_bench as bench
 
     sources = MethodSources(weights={"sgpn": args.generator, "gfpgan": args.gfpgan, "gpen": args.gpen,
                                      "codeformer": args.codeformer},
@@ -260,7 +260,7 @@ def run_bench(args) -> int:
                             allow_download=not args.offline)
     metric_weights = {"lpips": args.lpips_weights, "vgg16": args.vgg16_weights, "arcface": args.arcface_weights,
                       "fan": args.fan_weights, "fid": args.fid_weights, "fid_stats": args.fid_stats}
-    from .restorer import pick_device
+    from .pipeline.restorer import pick_device
 
     rows = bench(args.lq, args.output, gt_dir=args.gt, methods=tuple(args.methods), metrics=tuple(args.metrics),
                  sources=sources, metric_weights=metric_weights, device=pick_device(args.device))
@@ -272,7 +272,7 @@ def _bundled_portraits(folder: Path) -> Path | None:
     """Copy the public-domain portraits shipped in installed packages into ``folder`` (None: none found)."""
     import shutil
 
-    from .examples import find_example_images
+    from .pipeline.examples import find_example_images
 
     found = find_example_images()
     if not found:

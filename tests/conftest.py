@@ -51,7 +51,7 @@ def module_mktemp(tmp_path_factory, request):
 
 @pytest.fixture(scope="session")
 def bfm_dir(tmp_path_factory) -> Path:
-    from sgpn_arch.bfm_synthetic import write_synthetic_bfm
+    from sgpn_arch.face3d.bfm_synthetic import write_synthetic_bfm
 
     folder = tmp_path_factory.mktemp("bfm")
     write_synthetic_bfm(folder)
@@ -60,14 +60,14 @@ def bfm_dir(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_weights(tmp_path_factory) -> dict[str, Path]:
-    from sgpn_arch.checkpoints import write_random_checkpoints
+    from sgpn_arch.zoo.checkpoints import write_random_checkpoints
 
     return write_random_checkpoints(tmp_path_factory.mktemp("weights_tiny"), preset="tiny")
 
 
 @pytest.fixture(scope="session")
 def official_weights(tmp_path_factory) -> dict[str, Path]:
-    from sgpn_arch.checkpoints import write_random_checkpoints
+    from sgpn_arch.zoo.checkpoints import write_random_checkpoints
 
     return write_random_checkpoints(tmp_path_factory.mktemp("weights_official"), preset="official")
 
@@ -82,6 +82,6 @@ def retinaface_dir(shared_dir: Path, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_sgpn(tiny_weights, bfm_dir):
-    from sgpn_arch.model import build_sgpn
+    from sgpn_arch.nets.model import build_sgpn
 
     return build_sgpn(tiny_weights["sgpn"], tiny_weights["d3dfr"], bfm_dir, device="cpu", renderer_backend="torch")

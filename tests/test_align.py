@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 import torch
 
-from sgpn_arch.align import (d3dfr_crop_matrix, get_template, invert_affine, lm3d_five_points,
-                             similarity_transform, transform_points, warp_affine)
-from sgpn_arch.bfm_synthetic import REFERENCE_LM3D_5
+from sgpn_arch.face3d.bfm_synthetic import REFERENCE_LM3D_5
+from sgpn_arch.pipeline.align import (d3dfr_crop_matrix, get_template, invert_affine, lm3d_five_points,
+                                      similarity_transform, transform_points, warp_affine)
 
 OFFICIAL_SGPN = [[0.56712, 0, -33.35626], [0, 0.56712, -57.32462]]
 OFFICIAL_FFHQ = [[0.50423, 0, -17.58285], [0, 0.50423, -36.81010]]

@@ -130,7 +130,7 @@ def test_typos_in_options_fail_naming_the_key(faces_dir, tmp_path):
 
 
 def test_dataset_yields_what_the_shape_branch_needs(faces_dir):
-    from sgpn_arch.align import get_template
+    from sgpn_arch.pipeline.align import get_template
 
     opt = dict(_small_options(faces_dir, 1)["datasets"]["val"], phase="val")
     dataset = DATASET_REGISTRY.get("SGPNFaceDataset")(opt)
@@ -148,7 +148,7 @@ def test_full_recipe_builds_every_network_at_512_and_runs_one_iteration(tmp_path
     """options/train_sgpn.yml as written, pointed at local files: every loss on, D3DFR fine-tuned, batch 1."""
     from torchvision.models import vgg19
 
-    from sgpn_arch.arcface import ArcFaceResNet18
+    from sgpn_arch.nets.arcface import ArcFaceResNet18
 
     torch.save(vgg19(weights=None).state_dict(), tmp_path / "vgg19.pth")
     torch.save(ArcFaceResNet18().state_dict(), tmp_path / "arcface.pth")
@@ -181,8 +181,8 @@ def test_full_recipe_builds_every_network_at_512_and_runs_one_iteration(tmp_path
 @pytest.mark.slow
 def test_basicsr_test_scores_pairs_with_a_checkpoint(tmp_path, faces_dir, tiny_weights):
     """`basicsr test -opt options/test_sgpn.yml` on CelebA-Test-like pairs, official-layout weights."""
-    from sgpn_arch.bench import make_pairs
-    from sgpn_arch.checkpoints import PRESETS
+    from sgpn_arch.eval.bench import make_pairs
+    from sgpn_arch.zoo.checkpoints import PRESETS
 
     hq, lq = make_pairs(faces_dir / "hq_aligned", tmp_path / "pairs", seed=0)
     opt = _load_options("test_sgpn.yml")

@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from sgpn_arch.bench import make_pairs
 from sgpn_arch.cli import main
+from sgpn_arch.eval.bench import make_pairs
 
 
 def test_pairs_are_reproducible_and_aligned(faces_dir, tmp_path):
@@ -36,8 +36,8 @@ def metric_weights(module_mktemp) -> dict[str, Path]:
     from facexlib.alignment.awing_arch import FAN
     from torchvision.models import vgg16
 
-    from sgpn_arch.arcface import ArcFaceResNet18
-    from sgpn_arch.metrics import FIDInception
+    from sgpn_arch.eval.metrics import FIDInception
+    from sgpn_arch.nets.arcface import ArcFaceResNet18
 
     folder = module_mktemp("metric_weights")
     torch.manual_seed(0)
@@ -53,7 +53,7 @@ def metric_weights(module_mktemp) -> dict[str, Path]:
 
 @pytest.fixture(scope="module")
 def peer_weights(module_mktemp) -> dict[str, Path]:
-    from sgpn_arch.peers import PEERS
+    from sgpn_arch.eval.peers import PEERS
 
     folder = module_mktemp("peer_weights")
     paths = {}
@@ -105,7 +105,7 @@ def test_bench_scores_every_method_with_every_metric(faces_dir, tmp_path, tiny_w
 
 def test_lq_only_folder_gives_no_reference_metrics_and_reports_what_is_missing(faces_dir, tmp_path, tiny_weights,
                                                                             bfm_dir, metric_weights, monkeypatch):
-    from sgpn_arch.bench import MethodSources, run_bench
+    from sgpn_arch.eval.bench import MethodSources, run_bench
 
     monkeypatch.setenv("SGPN_WEIGHTS_DIR", str(tmp_path / "empty_cache"))
     crops = tmp_path / "crops"

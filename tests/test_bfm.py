@@ -7,8 +7,8 @@ import pytest
 import torch
 from scipy.io import loadmat, savemat
 
-from sgpn_arch.bfm import BFMError, ParametricFaceModel, euler_rotation
-from sgpn_arch.bfm_synthetic import write_synthetic_bfm
+from sgpn_arch.face3d.bfm import BFMError, ParametricFaceModel, euler_rotation
+from sgpn_arch.face3d.bfm_synthetic import write_synthetic_bfm
 
 
 def test_synthetic_file_has_the_real_layout(bfm_dir):

@@ -23,10 +23,10 @@ import numpy as np
 import pytest
 import torch
 
-from sgpn_arch import bundle, weights
-from sgpn_arch.bundle import BundleError, install_bundle
 from sgpn_arch.cli import main
-from sgpn_arch.weights import WeightsError, resolve_bfm_folder, resolve_weights
+from sgpn_arch.zoo import bundle, weights
+from sgpn_arch.zoo.bundle import BundleError, install_bundle
+from sgpn_arch.zoo.weights import WeightsError, resolve_bfm_folder, resolve_weights
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -384,7 +384,7 @@ def _hub_cache(root: Path, repo: str, files: dict[str, Path]) -> None:
 
 HUB_SCRIPT = """
 import json
-from sgpn_arch.weights import resolve_weights
+from sgpn_arch.zoo.weights import resolve_weights
 print(json.dumps([str(resolve_weights(n, allow_download=False)) for n in ("sgpn", "d3dfr")]))
 """
 
@@ -443,7 +443,7 @@ def test_import_of_a_missing_path_is_one_line(cache, tmp_path, capsys):
 
 MIRROR_DOWN_SCRIPT = """
 import time
-from sgpn_arch.weights import WeightsError, resolve_weights
+from sgpn_arch.zoo.weights import WeightsError, resolve_weights
 started = time.perf_counter()
 try:
     resolve_weights("sgpn")

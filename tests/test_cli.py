@@ -74,7 +74,7 @@ def test_folder_with_bad_files_restores_the_good_one_and_fails(mixed_folder, tmp
 def test_aligned_crops_and_setup_errors(tmp_path, faces_dir, tiny_weights, bfm_dir, retinaface_dir, capsys,
                                         monkeypatch):
     kept = []
-    monkeypatch.setattr("sgpn_arch.cpu_memory.keep_freed_memory", lambda: kept.append(True))
+    monkeypatch.setattr("sgpn_arch.pipeline.cpu_memory.keep_freed_memory", lambda: kept.append(True))
     crop = sorted((faces_dir / "real_lq_cropped").iterdir())[0]
     out = tmp_path / "out"
     code = main(_restore_args(tiny_weights, bfm_dir, retinaface_dir, "-i", str(crop), "-o", str(out), "--aligned"))
@@ -195,7 +195,7 @@ def _files(out: Path) -> dict[str, float]:
 def test_ctrl_c_leaves_complete_images_only_and_skip_existing_resumes(three_crops, tmp_path, tiny_weights, bfm_dir,
                                                                      retinaface_dir, monkeypatch, capsys):
     """Issue 18 item 5: Ctrl-C gave a traceback and an image with only some of its files."""
-    import sgpn_arch.output_folder as output_folder
+    import sgpn_arch.pipeline.output_folder as output_folder
 
     real_write, calls = output_folder.write_image, []
 

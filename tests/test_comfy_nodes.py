@@ -714,7 +714,7 @@ def _ffhq_crop(comfy_env, sgpn_model, faces_dir) -> torch.Tensor:
     """What facexlib's FaceRestoreHelper hands a FACERESTORE_MODEL: an FFHQ-aligned 512 crop, RGB in [-1, 1]."""
     import cv2
 
-    align = comfy_env.pack.sgpn_arch.align
+    align = comfy_env.pack.sgpn_arch.pipeline.align
     bgr = cv2.imread(str(faces_dir / PHOTO))
     (landmarks,) = sgpn_model.restorer(1, 0.9).detect(bgr)
     matrix = align.similarity_transform(landmarks, align.get_template("ffhq", 512))
@@ -739,7 +739,7 @@ def test_facerestore_model_output_works_like_the_face_packs_expect(comfy_env, sg
     assert (out - crop)[..., 192:352, 160:352].abs().mean() > 0.01   # the face was restored
 
     # the official weights' template: the FFHQ crop is re-aligned so its landmarks land on the SGPN template
-    align = comfy_env.pack.sgpn_arch.align
+    align = comfy_env.pack.sgpn_arch.pipeline.align
     ffhq = torch.from_numpy(align.get_template("ffhq", 512))[None]
     moved = align.transform_points(ffhq, model.to_model)
     assert torch.allclose(moved, model.landmarks, atol=1e-3)   # the landmarks SGPN is given are where they are

@@ -1,4 +1,4 @@
-"""The compiled-package path (:mod:`sgpn_arch.compilation`) on a small network: built once, loaded after,
+"""The compiled-package path (:mod:`sgpn_arch.pipeline.compilation`) on a small network: built once, loaded after,
 following the module's current weights, eager when autograd is on or compiling fails."""
 
 import logging
@@ -8,7 +8,7 @@ import pytest
 import torch
 from torch import nn
 
-from sgpn_arch import compilation
+from sgpn_arch.pipeline import compilation
 
 
 class _Net(nn.Module):
@@ -79,7 +79,7 @@ def test_failed_compile_runs_eager_with_one_warning(cache, monkeypatch, caplog):
     net = _Net().eval()
     runner = compilation.CompiledInference(net, ("cpu",))
     x, y = _inputs()
-    with caplog.at_level(logging.WARNING, logger="sgpn_arch.compilation"), torch.no_grad():
+    with caplog.at_level(logging.WARNING, logger="sgpn_arch.pipeline.compilation"), torch.no_grad():
         torch.testing.assert_close(runner(x, y), net(x, y))
         torch.testing.assert_close(runner(x, y), net(x, y))
     assert [r.message.count("--no-compile") for r in caplog.records] == [1]   # warned once, not retried

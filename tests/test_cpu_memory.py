@@ -11,7 +11,7 @@ import pytest
 # one process per setting: the allocator change is process-wide and cannot be undone
 FAULTS_PER_FORWARD = """
 import resource, sys, torch
-from sgpn_arch.cpu_memory import keep_freed_memory
+from sgpn_arch.pipeline.cpu_memory import keep_freed_memory
 if sys.argv[1] == "keep":
     assert keep_freed_memory()
 torch.manual_seed(0)

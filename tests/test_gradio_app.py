@@ -22,10 +22,10 @@ from gradio_app import DemoConfig, build_demo
 from gradio_app.examples import PRESETS, degraded_examples
 from gradio_app.images import OversizeError, ResultStore, fit_to_limits, plan_scale
 from gradio_app.models import RestoreSettings
-import sgpn_arch.bg_upsampler  # noqa: F401  (registers the Real-ESRGAN weights in the zoo)
-from sgpn_arch.examples import find_example_images
-from sgpn_arch.restorer import RestoreResult
-from sgpn_arch.weights import MODEL_ZOO
+import sgpn_arch.pipeline.bg_upsampler  # noqa: F401  (registers the Real-ESRGAN weights in the zoo)
+from sgpn_arch.pipeline.examples import find_example_images
+from sgpn_arch.pipeline.restorer import RestoreResult
+from sgpn_arch.zoo.weights import MODEL_ZOO
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 PHOTO = "real_lq_whole/sgpn_0022.jpg"  # 355x505, one face

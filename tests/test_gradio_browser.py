@@ -56,7 +56,7 @@ def _mirror_payload(weights: Path, name: str) -> bytes:
         return weights.read_bytes()
     from safetensors.torch import save
 
-    from sgpn_arch.checkpoints import load_state_dict_file
+    from sgpn_arch.zoo.checkpoints import load_state_dict_file
 
     return save({key: value.contiguous() for key, value in load_state_dict_file(weights).items()})
 
@@ -118,7 +118,7 @@ def app_url(tiny_weights, bfm_dir, retinaface_dir, module_mktemp):
     """The built Space's `python app.py` on 127.0.0.1, offline; SGPN and D3DFR only in the Hugging Face cache of a
     mirror. Nothing of the checkout is on its path: it runs the packages copied into the Space."""
     from gradio_app.build_space import build_space
-    from sgpn_arch.weights import MODEL_ZOO
+    from sgpn_arch.zoo.weights import MODEL_ZOO
 
     folder = module_mktemp("gradio_app")
     space = build_space(folder / "space")

@@ -28,9 +28,9 @@ def test_space_folder_holds_this_checkout_and_its_requirements(tmp_path):
     assert {path.name for path in space.iterdir()} == {"app.py", "README.md", "requirements.txt", "packages.txt",
                                                        "sgpn_arch", "gradio_app"}
     for package in ("sgpn_arch", "gradio_app"):
-        for source in (REPO_ROOT / package).glob("*.py"):
+        for source in (REPO_ROOT / package).rglob("*.py"):   # sub-packages too
             if source.name != "build_space.py":
-                assert (space / package / source.name).read_bytes() == source.read_bytes(), source
+                assert (space / source.relative_to(REPO_ROOT)).read_bytes() == source.read_bytes(), source
     assert not [path for path in space.rglob("*") if path.suffix in (".pth", ".safetensors", ".mat", ".pyc")]
 
     card = _front_matter(space / "README.md")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
-from sgpn_arch.image_io import describe_file, looks_like_image, read_image, write_image
+from sgpn_arch.pipeline.image_io import describe_file, looks_like_image, read_image, write_image
 
 # How to store an upright photo so that EXIF orientation N displays it upright again (inverse of exif_transpose).
 STORED_AS = {1: None, 2: Image.Transpose.FLIP_LEFT_RIGHT, 3: Image.Transpose.ROTATE_180,

@@ -19,10 +19,10 @@ import pytest
 import torch
 from torch import nn
 
-from sgpn_arch import metrics as M
-from sgpn_arch import weights as W
-from sgpn_arch.arcface import ArcFaceResNet18, to_arcface_input
-from sgpn_arch.checkpoints import CheckpointError
+from sgpn_arch.eval import metrics as M
+from sgpn_arch.nets.arcface import ArcFaceResNet18, to_arcface_input
+from sgpn_arch.zoo import weights as W
+from sgpn_arch.zoo.checkpoints import CheckpointError
 
 # --------------------------------------------------------------------------------------------
 # fixtures and helpers
@@ -458,7 +458,7 @@ def test_fid_pipeline_features_and_stats(fid_files, fid_images, tmp_path, monkey
     The distance itself (a 2048×2048 matrix square root, 12-45 s on two shared cores) is replaced by
     a recorder here; :func:`test_frechet_distance_closed_forms` checks it on small dimensions.
     """
-    import sgpn_arch.metrics.fid as fid_module
+    import sgpn_arch.eval.metrics.fid as fid_module
 
     captured = []
     monkeypatch.setattr(fid_module, "frechet_distance", lambda *args: captured.append(args) or 123.5)

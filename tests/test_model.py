@@ -5,10 +5,10 @@ import math
 import pytest
 import torch
 
-from sgpn_arch.align import get_template
-from sgpn_arch.checkpoints import CheckpointError
-from sgpn_arch import compilation
-from sgpn_arch.model import build_sgpn
+from sgpn_arch.nets.model import build_sgpn
+from sgpn_arch.pipeline import compilation
+from sgpn_arch.pipeline.align import get_template
+from sgpn_arch.zoo.checkpoints import CheckpointError
 
 
 def _landmarks(batch, size=512):
@@ -114,9 +114,9 @@ class _FixedCoeffs(torch.nn.Module):
 
 
 def _fixed_prior(bfm_dir, coeffs):
-    from sgpn_arch.bfm import ParametricFaceModel
-    from sgpn_arch.renderer import MeshRenderer
-    from sgpn_arch.shape_prior import ShapePrior
+    from sgpn_arch.face3d.bfm import ParametricFaceModel
+    from sgpn_arch.face3d.renderer import MeshRenderer
+    from sgpn_arch.face3d.shape_prior import ShapePrior
 
     return ShapePrior(_FixedCoeffs(coeffs), ParametricFaceModel.from_folder(bfm_dir), MeshRenderer(backend="torch"))
 
@@ -141,8 +141,8 @@ def test_colour_render_is_clamped_grey_render_is_not(bfm_dir):
 def test_landmarks68_in_crop_pixels_match_the_render(bfm_dir):
     # render each surface point's own projected image position, warp it back to the crop as the render is,
     # and map it like landmarks68: every covered crop pixel must get its own coordinates back
-    from sgpn_arch.align import invert_affine, transform_points, warp_affine
-    from sgpn_arch.renderer import project
+    from sgpn_arch.face3d.renderer import project
+    from sgpn_arch.pipeline.align import invert_affine, transform_points, warp_affine
 
     shape_prior = _fixed_prior(bfm_dir, torch.zeros(1, 257))
     prior = shape_prior(torch.zeros(1, 3, 512, 512), _landmarks(1))

@@ -9,11 +9,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from sgpn_arch.checkpoints import CheckpointError, load_state_dict_file, save_state_dict
-from sgpn_arch.d3dfr import ReconNet
-from sgpn_arch.discriminator import SGPNDiscriminator
-from sgpn_arch.generator import SGPNGenerator
-from sgpn_arch.stylegan2_ops import ModulatedConv2d, upfirdn2d
+from sgpn_arch.nets.d3dfr import ReconNet
+from sgpn_arch.nets.discriminator import SGPNDiscriminator
+from sgpn_arch.nets.generator import SGPNGenerator
+from sgpn_arch.nets.stylegan2_ops import ModulatedConv2d, upfirdn2d
+from sgpn_arch.zoo.checkpoints import CheckpointError, load_state_dict_file, save_state_dict
 
 REFERENCE = {
     "state_dict_sgpn_generator.json": SGPNGenerator,
@@ -182,7 +182,7 @@ def test_d3dfr_outputs_257_coefficients_and_starts_at_mean_face():
 @pytest.mark.parametrize("batch", [1, 2])
 def test_inference_path_matches_autograd_path(batch):
     """Without autograd the encoder and the AFFB blocks take their fused in-place path: same numbers."""
-    from sgpn_arch.checkpoints import randomize_generator_
+    from sgpn_arch.zoo.checkpoints import randomize_generator_
 
     gen = SGPNGenerator(size=64, narrow=0.25).eval()
     randomize_generator_(gen, 0)   # non-zero noise weights and biases: every fused term matters

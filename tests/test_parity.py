@@ -13,9 +13,9 @@ import torch
 from scipy.io import loadmat
 from scipy.ndimage import map_coordinates
 
-from sgpn_arch.image_io import read_image
-from sgpn_arch.model import IdentitySGPN
-from sgpn_arch.restorer import FaceRestorer
+from sgpn_arch.nets.model import IdentitySGPN
+from sgpn_arch.pipeline.image_io import read_image
+from sgpn_arch.pipeline.restorer import FaceRestorer
 
 # ArcFace 96×112 points; the demo squares them to 112 (x + 8), pads by 0.25 (+ 28) and scales 168 → 512
 ARCFACE = np.array([[30.29459953, 51.69630051], [65.53179932, 51.50139999], [48.02519989, 71.73660278],
@@ -172,7 +172,7 @@ def test_aligned_crop_matches_the_demo_steps(official, faces_dir, bfm_dir):
 
 
 def test_official_paste_mask_and_truncation():
-    from sgpn_arch import official_pipeline
+    from sgpn_arch.pipeline import official_pipeline
 
     mask = official_pipeline.paste_mask(512)
     np.testing.assert_array_equal(mask, demo_mask())
@@ -196,7 +196,7 @@ def test_cli_match_official_builds_an_official_restorer(tiny_sgpn, retinaface_di
 
 def test_official_paste_leaves_pixels_off_the_crop_untouched():
     # OpenCV 5's cubic BORDER_TRANSPARENT path writes pixels up to ~10 px off the crop (opencv/opencv#29412)
-    from sgpn_arch import official_pipeline
+    from sgpn_arch.pipeline import official_pipeline
 
     rng = np.random.default_rng(0)
     face = rng.integers(0, 256, (512, 512, 3), dtype=np.uint8)

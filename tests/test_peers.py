@@ -7,10 +7,10 @@ import re
 import pytest
 import torch
 
-from sgpn_arch.checkpoints import CheckpointError
-from sgpn_arch.gpen import GPENGenerator, build_gpen_bfr512
-from sgpn_arch.peers import PEERS, build_peer_network, load_peer, peer_weight_names
-from sgpn_arch.weights import MODEL_ZOO, WeightsError
+from sgpn_arch.eval.peers import PEERS, build_peer_network, load_peer, peer_weight_names
+from sgpn_arch.nets.gpen import GPENGenerator, build_gpen_bfr512
+from sgpn_arch.zoo.checkpoints import CheckpointError
+from sgpn_arch.zoo.weights import MODEL_ZOO, WeightsError
 
 # GPEN-BFR-512.pth layout, from yangxy/GPEN face_model/gpen_model.py
 # FullGenerator(512, 512, 8, channel_multiplier=2, narrow=1, isconcat=True), loaded strictly in face_gan.py.

@@ -3,7 +3,7 @@
 import pytest
 import torch
 
-from sgpn_arch.renderer import MeshRenderer, project, pytorch3d_available
+from sgpn_arch.face3d.renderer import MeshRenderer, project, pytorch3d_available
 
 SQUARE_TRIS = torch.tensor([[0, 1, 2], [0, 2, 3]])
 
@@ -94,7 +94,7 @@ def test_unknown_backend_is_refused():
 
 @pytest.mark.skipif(not pytorch3d_available(), reason="pytorch3d not installed (no Linux wheel on PyPI)")
 def test_pytorch3d_backend_gives_the_same_image(bfm_dir):
-    from sgpn_arch.bfm import ParametricFaceModel
+    from sgpn_arch.face3d.bfm import ParametricFaceModel
 
     mesh = ParametricFaceModel.from_folder(bfm_dir).compute(torch.zeros(1, 257))
     ours, mask = MeshRenderer(backend="torch")(mesh.vertices, mesh.triangles, mesh.colors)

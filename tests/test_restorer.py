@@ -6,8 +6,8 @@ import pytest
 import torch
 from PIL import Image
 
-from sgpn_arch.image_io import read_image
-from sgpn_arch.restorer import FaceRestorer, NoFaceError
+from sgpn_arch.pipeline.image_io import read_image
+from sgpn_arch.pipeline.restorer import FaceRestorer, NoFaceError
 
 
 @pytest.fixture(scope="module")
@@ -185,7 +185,7 @@ def test_grey_alpha_tiny_images_and_devices(restorer, faces_dir):
     assert out.shape == grey.shape + (2,) and np.array_equal(out[..., 1], alpha)
     with pytest.raises(ValueError, match="1×1 pixels: too small"):
         restorer.restore(np.zeros((1, 1, 3), np.uint8))
-    from sgpn_arch.restorer import pick_device
+    from sgpn_arch.pipeline.restorer import pick_device
 
     with pytest.raises(ValueError, match="unknown device 'gpu0'"):
         pick_device("gpu0")
@@ -202,7 +202,7 @@ def test_real_esrgan_background(tiny_sgpn, retinaface_dir, faces_dir, tmp_path, 
     pytest.importorskip("realesrgan")
     from basicsr.archs.rrdbnet_arch import RRDBNet
 
-    from sgpn_arch import bg_upsampler
+    from sgpn_arch.pipeline import bg_upsampler
 
     torch.manual_seed(0)
     network = RRDBNet(num_in_ch=3, num_out_ch=3, num_feat=64, num_block=23, num_grow_ch=32, scale=2)

@@ -9,11 +9,11 @@ import pytest
 import torch
 from torch import nn
 
-from sgpn_arch.checkpoints import CheckpointError
-from sgpn_arch.decoder_init import load_pretrained_decoder
-from sgpn_arch.generator import SGPNGenerator
-from sgpn_arch.gpen import GPENGenerator
-from sgpn_arch.stylegan2_ops import ConstantInput, FusedLeakyReLU, ModulatedConv2d, ToRGB, stylegan2_channels
+from sgpn_arch.nets.decoder_init import load_pretrained_decoder
+from sgpn_arch.nets.generator import SGPNGenerator
+from sgpn_arch.nets.gpen import GPENGenerator
+from sgpn_arch.nets.stylegan2_ops import ConstantInput, FusedLeakyReLU, ModulatedConv2d, ToRGB, stylegan2_channels
+from sgpn_arch.zoo.checkpoints import CheckpointError
 
 SMALL = dict(size=32, channel_multiplier=2, narrow=0.125, style_dim=16)
 
@@ -343,7 +343,7 @@ def test_basicsr_test_runs_lq_only_with_fid_niqe_at_128_and_skips_missing_weight
 
     import yaml
 
-    from sgpn_arch.metrics.fid import FIDInception
+    from sgpn_arch.eval.metrics.fid import FIDInception
     from tests.test_basicsr_plugin import OPTIONS, _basicsr
 
     lq = tmp_path / "lq"
@@ -416,8 +416,8 @@ def test_gfpgan_option_parity(faces_dir, tmp_path):
     import basicsr_plugin  # noqa: F401
     from basicsr.data import build_dataset
 
-    from sgpn_arch.align import get_template
-    from sgpn_arch.bench import make_pairs
+    from sgpn_arch.eval.bench import make_pairs
+    from sgpn_arch.pipeline.align import get_template
 
     opt = _small_options(faces_dir, tmp_path, net_d_init_iters=2, net_d_reg_every=16)
     model = _model(opt)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from sgpn_arch import weights
-from sgpn_arch.weights import MODEL_ZOO, WeightSpec, WeightsError, register_weight, resolve_weights
+from sgpn_arch.zoo import weights
+from sgpn_arch.zoo.weights import MODEL_ZOO, WeightSpec, WeightsError, register_weight, resolve_weights
 
 PAYLOAD = b"pretend checkpoint bytes " * 1000
 PAYLOAD_SHA = hashlib.sha256(PAYLOAD).hexdigest()
@@ -125,7 +125,7 @@ def _hub_cache(root: Path, repo: str, filename: str, payload: bytes) -> None:
 
 HUB_SCRIPT = """
 import json, sys
-from sgpn_arch.weights import WeightSpec, WeightsError, register_weight, resolve_weights
+from sgpn_arch.zoo.weights import WeightSpec, WeightsError, register_weight, resolve_weights
 register_weight(WeightSpec("test_net", "test_net.pth", "test network", sha256=sys.argv[1], hf_filename="test_net.pth"))
 try:
     print(json.dumps({"path": str(resolve_weights("test_net"))}))

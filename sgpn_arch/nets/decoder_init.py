@@ -44,8 +44,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from .checkpoint_layouts import describe_state_dict
-from .checkpoints import CheckpointError
+from ..zoo.checkpoint_layouts import describe_state_dict
+from ..zoo.checkpoints import CheckpointError
 
 logger = logging.getLogger(__name__)
 
@@ -160,10 +160,10 @@ def _copy_into(target: torch.Tensor, source: torch.Tensor, key: str) -> None:
 
 
 def load_pretrained_decoder(generator: nn.Module, path: str | os.PathLike) -> DecoderInitReport:
-    """Initialise ``generator.netG`` (an :class:`~sgpn_arch.generator.SGPNGenerator`) from a pretrained
+    """Initialise ``generator.netG`` (an :class:`~sgpn_arch.nets.generator.SGPNGenerator`) from a pretrained
     StyleGAN2/GPEN generator file (layouts: module docstring).
 
-    Raises :class:`~sgpn_arch.checkpoints.CheckpointError` naming the file and its layout when the file is
+    Raises :class:`~sgpn_arch.zoo.checkpoints.CheckpointError` naming the file and its layout when the file is
     no supported generator or its resolution, widths or style width differ from ``generator``'s.
     """
     state = read_generator_state(path)

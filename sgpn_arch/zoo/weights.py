@@ -4,7 +4,7 @@ Resolution order for a weight ``name`` (:func:`locate_weights`, then :func:`reso
 
 1. an explicit path, then the weight's environment variable (e.g. ``SGPN_WEIGHTS_SGPN``);
 2. ``$SGPN_WEIGHTS_DIR/<filename>`` (default ``~/.cache/sgpn``) — where ``sgpn weights download`` and
-   ``sgpn weights import`` install the official release bundle (:mod:`sgpn_arch.bundle`);
+   ``sgpn weights import`` install the official release bundle (:mod:`sgpn_arch.zoo.bundle`);
 3. the Hugging Face cache of a mirror repository, only when ``SGPN_HF_REPO`` names one (no default: nobody
    publishes an official Hub repository), served without network access;
 4. a download: the SGPN files come with the official release bundle (Google Drive), or from the
@@ -45,7 +45,7 @@ class WeightSpec:
     sha256: str | None = None
     hf_filename: str | None = None        # file in a ``SGPN_HF_REPO`` mirror; None: never looked for there
     url: str | None = None
-    in_bundle: bool = False               # part of the official SGPN release bundle (sgpn_arch.bundle)
+    in_bundle: bool = False               # part of the official SGPN release bundle (sgpn_arch.zoo.bundle)
 
     @property
     def env_var(self) -> str:
@@ -305,7 +305,7 @@ def resolve_bfm_folder(folder: str | os.PathLike | None = None, allow_download: 
                        timeout: float | tuple[float, float] | None = None) -> Path:
     """The BFM folder: option → ``SGPN_BFM_DIR`` → the bundle's ``BFM/`` in ``weights_dir()`` → (if allowed)
     a download of the release bundle. The files in it are checked when the 3DMM loads."""
-    from .bfm import GET_BFM
+    from ..face3d.bfm import GET_BFM
 
     found = locate_bfm_folder(folder)
     if found is None and allow_download:

@@ -18,8 +18,8 @@ from typing import Callable
 import torch
 from torch import nn
 
-from .checkpoints import load_state_dict_file, load_strict
-from .weights import WeightSpec, register_weight, resolve_weights
+from ..zoo.checkpoints import load_state_dict_file, load_strict
+from ..zoo.weights import WeightSpec, register_weight, resolve_weights
 
 logger = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def _build_gfpgan() -> tuple[nn.Module, nn.Module]:
 
 
 def _build_gpen() -> tuple[nn.Module, nn.Module]:
-    from .gpen import GPENGenerator
+    from ..nets.gpen import GPENGenerator
 
     net = GPENGenerator(size=512, style_dim=512, n_mlp=8, channel_multiplier=2, narrow=1)
     return net, net
@@ -110,7 +110,7 @@ def _spec(name: str) -> PeerSpec:
 def build_peer_network(name: str, weights: str | os.PathLike | None = None) -> nn.Module:
     """Peer ``name`` in eval mode: random init with ``weights=None``, else the checkpoint at ``weights``.
 
-    Raises :class:`~sgpn_arch.checkpoints.CheckpointError` when the file is unreadable or its keys or
+    Raises :class:`~sgpn_arch.zoo.checkpoints.CheckpointError` when the file is unreadable or its keys or
     shapes are not the official layout (the message names the mismatching keys).
     """
     spec = _spec(name)
@@ -124,6 +124,6 @@ def build_peer_network(name: str, weights: str | os.PathLike | None = None) -> n
 def load_peer(name: str, weights: str | os.PathLike | None = None, allow_download: bool = True) -> nn.Module:
     """Peer ``name`` with its official weights, resolved through the model zoo.
 
-    Raises :class:`~sgpn_arch.weights.WeightsError` when the file is neither given, found nor downloadable.
+    Raises :class:`~sgpn_arch.zoo.weights.WeightsError` when the file is neither given, found nor downloadable.
     """
     return build_peer_network(name, resolve_weights(_spec(name).weight.name, weights, allow_download))

@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from ..pipeline.image_io import write_bytes_atomic
 from .bundle import OFFICIAL_BUNDLE_PAGE
 from .checkpoint_layouts import identify_layout
 from .checkpoints import load_state_dict_file, save_state_dict
-from .image_io import write_bytes_atomic
 from .weights import MODEL_ZOO, WeightsError, resolve_weights, sha256sum
 
 MIRRORED = ("sgpn", "d3dfr")

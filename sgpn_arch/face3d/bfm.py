@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .align import lm3d_five_points
+from ..pipeline.align import lm3d_five_points
 from .renderer import project
 
 MODEL_FILE = "BFM09_model_info.mat"

@@ -13,9 +13,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..arcface import ArcFaceResNet18, to_arcface_input
-from ..checkpoints import load_state_dict_file, load_strict
-from ..weights import resolve_weights
+from ...nets.arcface import ArcFaceResNet18, to_arcface_input
+from ...zoo.checkpoints import load_state_dict_file, load_strict
+from ...zoo.weights import resolve_weights
 from ._cache import cached_network
 from ._images import check_pair, default_device, to_tensor
 

@@ -8,14 +8,14 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .bfm import ParametricFaceModel
-from .checkpoint_layouts import describe_state_dict
-from .checkpoints import CheckpointError, check_layout, load_state_dict_file, load_strict
-from .compilation import CompiledInference, compile_devices
+from ..face3d.bfm import ParametricFaceModel
+from ..face3d.renderer import MeshRenderer
+from ..face3d.shape_prior import ShapePrior
+from ..pipeline.compilation import CompiledInference, compile_devices
+from ..zoo.checkpoint_layouts import describe_state_dict
+from ..zoo.checkpoints import CheckpointError, check_layout, load_state_dict_file, load_strict
 from .d3dfr import ReconNet
 from .generator import SGPNGenerator
-from .renderer import MeshRenderer
-from .shape_prior import ShapePrior
 
 WeightsSource = str | os.PathLike | dict
 
@@ -66,7 +66,7 @@ class SGPN(nn.Module):
     def accelerate(self, compile: bool | str | None = None, dtype: torch.dtype | None = None) -> "SGPN":
         """Inference speed options; outputs stay equal to the plain path within float tolerance.
 
-        ``compile``: run the generator compiled (:mod:`sgpn_arch.compilation`: an AOTInductor package built
+        ``compile``: run the generator compiled (:mod:`sgpn_arch.pipeline.compilation`: an AOTInductor package built
         once per machine and kept on disk, eager if compiling fails): ``"auto"`` where it pays (CPU;
         ``SGPN_COMPILE=0`` turns it off), ``True`` on every device, ``False`` never; ``None`` keeps the
         current choice. The first compiled call on a machine builds the package (~40 s on 2 CPU cores);

@@ -7,7 +7,7 @@ converted BFM folder (``BFM09_model_info.mat``, ``similarity_Lm3D_all.mat``, ``s
 (an archive in any format Python reads, a single checkpoint, or an extracted folder).
 
 Members are recognised by their content — the state-dict layout of a checkpoint
-(:mod:`sgpn_arch.checkpoint_layouts`), the variables of a ``.mat`` file, the numbers of ``std_exp.txt`` —
+(:mod:`sgpn_arch.zoo.checkpoint_layouts`), the variables of a ``.mat`` file, the numbers of ``std_exp.txt`` —
 never by their file names, which only break a tie between two files of the same kind. Everything is checked
 in a staging folder inside ``weights_dir()`` before the first file is moved into place, so a bad bundle
 leaves the cache as it was.
@@ -28,7 +28,7 @@ import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .image_io import write_bytes_atomic
+from ..pipeline.image_io import write_bytes_atomic
 from .weights import (BFM_FILES, BFM_SUBDIR, DEFAULT_TIMEOUT, MODEL_ZOO, WeightsError, installed_bfm_folder,
                       root_cause, sha256sum, weights_dir)
 

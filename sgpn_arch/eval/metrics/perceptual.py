@@ -17,8 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..checkpoints import load_state_dict_file, load_strict
-from ..weights import MODEL_ZOO, WeightSpec, register_weight, resolve_weights, weights_dir
+from ...zoo.checkpoints import load_state_dict_file, load_strict
+from ...zoo.weights import MODEL_ZOO, WeightSpec, register_weight, resolve_weights, weights_dir
 from ._cache import cached_network
 from ._images import check_pair, default_device, to_tensor
 

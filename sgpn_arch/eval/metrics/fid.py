@@ -16,9 +16,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..checkpoints import CheckpointError, load_state_dict_file, load_strict
-from ..image_io import list_images
-from ..weights import WeightSpec, register_weight, resolve_weights
+from ...pipeline.image_io import list_images
+from ...zoo.checkpoints import CheckpointError, load_state_dict_file, load_strict
+from ...zoo.weights import WeightSpec, register_weight, resolve_weights
 from ._cache import cached_network
 from ._images import default_device, to_tensor
 

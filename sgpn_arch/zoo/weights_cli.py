@@ -31,7 +31,8 @@ def run_weights(args: argparse.Namespace) -> int:
     names = getattr(args, "names", [])
     if args.action in ("list", "verify") and not names or any(name not in MODEL_ZOO for name in names):
         # the metric, peer and background networks register in the zoo on import (heavy: only when asked for)
-        from . import bg_upsampler, metrics, peers  # noqa: F401
+        from ..eval import metrics, peers  # noqa: F401
+        from ..pipeline import bg_upsampler  # noqa: F401
     if args.action == "import":
         from .bundle import install_bundle
 

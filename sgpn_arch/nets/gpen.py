@@ -33,7 +33,7 @@ import os
 import torch
 from torch import nn
 
-from .checkpoints import load_state_dict_file, load_strict
+from ..zoo.checkpoints import load_state_dict_file, load_strict
 from .generator import SGPNEncoder, StyledConv, add_synthesis_layers
 from .stylegan2_ops import EqualLinear, PixelNorm, stylegan2_channels
 
@@ -91,7 +91,7 @@ class GPENGenerator(SGPNEncoder):
     def from_checkpoint(cls, path: str | os.PathLike, **config) -> "GPENGenerator":
         """Build with ``config`` (default: BFR-512) and load ``path`` strictly.
 
-        Raises :class:`~sgpn_arch.checkpoints.CheckpointError` naming missing/unexpected keys.
+        Raises :class:`~sgpn_arch.zoo.checkpoints.CheckpointError` naming missing/unexpected keys.
         """
         model = cls(**config)
         load_strict(model, load_state_dict_file(path), "GPEN generator", str(path))

@@ -15,8 +15,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..checkpoints import load_state_dict_file, load_strict
-from ..weights import WeightSpec, register_weight, resolve_weights
+from ...zoo.checkpoints import load_state_dict_file, load_strict
+from ...zoo.weights import WeightSpec, register_weight, resolve_weights
 from ._cache import cached_network
 from ._images import check_pair, default_device, to_tensor
 

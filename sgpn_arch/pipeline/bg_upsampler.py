@@ -1,6 +1,6 @@
 """Background upsampling of whole photos with Real-ESRGAN (optional: ``pip install "sgpn-restore[realesrgan]"``).
 
-:func:`build_bg_upsampler` returns the callable :class:`~sgpn_arch.restorer.FaceRestorer` takes as
+:func:`build_bg_upsampler` returns the callable :class:`~sgpn_arch.pipeline.restorer.FaceRestorer` takes as
 ``bg_upsampler``: BGR float image in [0, 1] → the same image ``outscale`` times larger. The faces are
 restored by SGPN and pasted on top; only the rest of the photo goes through Real-ESRGAN.
 """
@@ -17,7 +17,7 @@ from typing import Callable
 import numpy as np
 import torch
 
-from .weights import WeightSpec, register_weight, resolve_weights
+from ..zoo.weights import WeightSpec, register_weight, resolve_weights
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +57,7 @@ def build_bg_upsampler(name: str | None, device: str | torch.device = "auto", *,
     from basicsr.archs.rrdbnet_arch import RRDBNet
     from realesrgan import RealESRGANer
 
-    from .checkpoints import check_layout, load_state_dict_file
+    from ..zoo.checkpoints import check_layout, load_state_dict_file
     from .restorer import pick_device
 
     path = resolve_weights(REALESRGAN_X2PLUS.name, weights, allow_download)

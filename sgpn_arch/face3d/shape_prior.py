@@ -7,9 +7,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from .align import d3dfr_crop_matrix, invert_affine, transform_points, warp_affine
+from ..nets.d3dfr import INPUT_SIZE, ReconNet
+from ..pipeline.align import d3dfr_crop_matrix, invert_affine, transform_points, warp_affine
 from .bfm import ParametricFaceModel
-from .d3dfr import INPUT_SIZE, ReconNet
 from .renderer import MeshRenderer
 
 PIXEL_CENTRE = 0.5   # projected points put pixel centres at +0.5; the crop matrices at integers

@@ -11,12 +11,12 @@ import cv2
 import numpy as np
 import torch
 
+from ..nets.model import SGPN, build_sgpn
+from ..zoo.weights import resolve_bfm_folder, resolve_weights, stage_for_facexlib
 from . import official_pipeline as official
 from .align import get_template, similarity_transform
 from .compilation import compile_devices
 from .image_io import from_float, scale_of, split_alpha
-from .model import SGPN, build_sgpn
-from .weights import resolve_bfm_folder, resolve_weights, stage_for_facexlib
 
 logger = logging.getLogger(__name__)
 

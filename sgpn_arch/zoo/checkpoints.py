@@ -124,7 +124,7 @@ def load_strict(model: torch.nn.Module, state_dict: dict[str, torch.Tensor], wha
 
 def save_state_dict(state_dict: dict[str, torch.Tensor], path: str | os.PathLike) -> Path:
     """Write a state dict atomically (``.safetensors`` or torch pickle by suffix)."""
-    from .image_io import atomic_output
+    from ..pipeline.image_io import atomic_output
 
     path = Path(path)
     with atomic_output(path) as tmp:     # the finished file gets the mode the user's umask gives (e.g. 0644)
@@ -165,8 +165,8 @@ def write_random_checkpoints(folder: str | os.PathLike, preset: str = "official"
     Returns ``{"sgpn": path, "d3dfr": path}``. Used by tests and by ``sgpn demo``; the outputs of
     such networks are not restorations.
     """
-    from .d3dfr import ReconNet
-    from .generator import SGPNGenerator
+    from ..nets.d3dfr import ReconNet
+    from ..nets.generator import SGPNGenerator
 
     if preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; choose one of {sorted(PRESETS)}")

@@ -22,11 +22,11 @@ import cv2
 import numpy as np
 import torch
 
-from .align import get_template
-from .checkpoints import CheckpointError
+from ..pipeline.align import get_template
+from ..pipeline.image_io import list_images, read_image, to_bgr_uint8, write_image
+from ..zoo.checkpoints import CheckpointError
+from ..zoo.weights import WeightsError
 from .degradation import BlindDegradation
-from .image_io import list_images, read_image, to_bgr_uint8, write_image
-from .weights import WeightsError
 
 logger = logging.getLogger(__name__)
 
@@ -88,8 +88,8 @@ def build_method(name: str, sources: MethodSources, device: torch.device) -> Res
     Raises :class:`WeightsError` / :class:`CheckpointError` / the BFM error when something is missing.
     """
     if name == "sgpn":
-        from .model import build_sgpn
-        from .weights import resolve_bfm_folder, resolve_weights
+        from ..nets.model import build_sgpn
+        from ..zoo.weights import resolve_bfm_folder, resolve_weights
 
         model = build_sgpn(resolve_weights("sgpn", sources.weights.get("sgpn"), sources.allow_download),
                            resolve_weights("d3dfr", sources.d3dfr, sources.allow_download),
