@@ -30,7 +30,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -41,6 +40,7 @@ sys.path.insert(0, str(REPO))
 
 import basicsr_plugin.compat  # noqa: E402,F401  (gfpgan imports basicsr)
 from benchmarks.bench_speed import machine_line, sgpn_assets  # noqa: E402
+from benchmarks.scratch import scratch_dir  # noqa: E402
 
 DETECTOR = "retinaface_mobile0.25"   # the detector whose weights the tests have offline
 
@@ -52,7 +52,7 @@ def build_front_end(name: str, faces: Path, detector_dir: Path):
         from sgpn_arch.cli import build_parser, build_restorer
 
         args = build_parser().parse_args(
-            ["restore", "-i", str(faces), "-o", tempfile.mkdtemp(), "--generator", str(weights["sgpn"]),
+            ["restore", "-i", str(faces), "-o", str(scratch_dir("sgpn_restore_out_")), "--generator", str(weights["sgpn"]),
              "--d3dfr", str(weights["d3dfr"]), "--bfm", str(bfm), "--detector", DETECTOR,
              "--detector-dir", str(detector_dir), "--offline"])
         return build_restorer(args)
@@ -175,7 +175,7 @@ def main() -> None:
                         help="an empty SGPN_CACHE_DIR: the warm-up includes building the compiled generator")
     args = parser.parse_args()
     if args.fresh_cache:
-        os.environ["SGPN_CACHE_DIR"] = tempfile.mkdtemp(prefix="sgpn_cache_")
+        os.environ["SGPN_CACHE_DIR"] = str(scratch_dir("sgpn_cache_"))
     torch.set_num_threads(args.threads)
     row = run(args.front_end, args.faces, args.detector_dir, args.limit)
     from sgpn_arch.pipeline.cpu_memory import freed_memory_kept

@@ -14,7 +14,6 @@ import argparse
 import os
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -22,6 +21,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from benchmarks.scratch import scratch_dir  # noqa: E402
 
 
 def median_ms(fn, rounds: int) -> float:
@@ -48,7 +49,7 @@ def main() -> None:
     from sgpn_arch.pipeline.align import get_template
     from sgpn_arch.zoo.checkpoints import write_random_checkpoints
 
-    folder = Path(tempfile.mkdtemp(prefix="sgpn_bench_renderer_"))
+    folder = scratch_dir("sgpn_bench_renderer_")
     weights = write_random_checkpoints(folder / "weights", preset="official")
     model = build_sgpn(weights["sgpn"], weights["d3dfr"], write_synthetic_bfm(folder / "bfm", grid=args.grid),
                        renderer_backend="torch")

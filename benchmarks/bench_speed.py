@@ -21,7 +21,6 @@ import platform
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Callable
@@ -33,6 +32,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import basicsr_plugin.compat  # noqa: E402,F401  (gfpgan imports basicsr)
+from benchmarks.scratch import scratch_dir  # noqa: E402
 from sgpn_arch.pipeline.cpu_memory import keep_freed_memory  # noqa: E402
 
 SIZE = 512
@@ -45,7 +45,7 @@ def sgpn_assets() -> tuple[dict[str, Path], Path]:
     from sgpn_arch.face3d.bfm_synthetic import write_synthetic_bfm
     from sgpn_arch.zoo.checkpoints import write_random_checkpoints
 
-    folder = Path(tempfile.mkdtemp(prefix="sgpn_bench_"))
+    folder = scratch_dir("sgpn_bench_")
     return (write_random_checkpoints(folder / "weights", preset="official"),
             write_synthetic_bfm(folder / "bfm", **FULL_SIZE_BFM))
 

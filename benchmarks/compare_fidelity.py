@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +21,8 @@ import torch
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+
+from benchmarks.scratch import scratch_dir  # noqa: E402
 
 
 def stats(a: np.ndarray, b: np.ndarray, where: np.ndarray | None = None) -> str:
@@ -46,7 +47,7 @@ def main() -> None:
     from sgpn_arch.pipeline.restorer import FaceRestorer
     from sgpn_arch.zoo.checkpoints import write_random_checkpoints
 
-    work = Path(tempfile.mkdtemp(prefix="sgpn_fidelity_"))
+    work = scratch_dir("sgpn_fidelity_")
     detector_dir = args.shared / "weights" / "retinaface"
     networks = {"identity": IdentitySGPN()}
     if args.preset != "none":
