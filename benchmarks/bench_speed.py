@@ -74,14 +74,15 @@ def _subject_dtype(name: str) -> torch.dtype | None:
 def build_subject(name: str, batch: int, device: str = "cpu") -> Callable[[], torch.Tensor]:
     """A zero-argument callable running one forward of ``name`` on a fixed random batch.
 
-    Names: ``{gfpgan|gpen|codeformer}[_bf16|_fp16]`` and ``sgpn_{restore|generator}[_default|_compiled][_bf16|_fp16]``
+    Names: ``{gfpgan|gpen|codeformer}[_bf16|_fp16]`` and
+    ``sgpn_{restore|generator}[_default|_compiled|_openvino][_bf16|_fp16]``
     (``_default``: the compile choice every front end gets, ``accelerate(compile="auto")``).
     """
     torch.manual_seed(0)
     lq = torch.rand(batch, 3, SIZE, SIZE, device=device) * 2 - 1
     dtype = _subject_dtype(name)
     if name.startswith("sgpn_"):
-        compile = "auto" if "_default" in name else "_compiled" in name
+        compile = "auto" if "_default" in name else "openvino" if "_openvino" in name else "_compiled" in name
         model = _sgpn_model(compile=compile, dtype=dtype, device=device)
         landmarks = _template_landmarks(batch).to(device)
         if name.startswith("sgpn_restore"):
@@ -101,7 +102,7 @@ def build_subject(name: str, batch: int, device: str = "cpu") -> Callable[[], to
 
 
 def _eager_twin(name: str) -> str:
-    return name.replace("_compiled", "").replace("_default", "")
+    return name.replace("_compiled", "").replace("_default", "").replace("_openvino", "")
 
 
 def count_flops(fn: Callable[[], torch.Tensor]) -> float:
@@ -198,7 +199,7 @@ def main() -> None:
     parser.add_argument("--subjects", nargs="+",
                         default=["gfpgan", "sgpn_generator", "sgpn_generator_compiled", "sgpn_restore",
                                  "sgpn_restore_default", "gpen", "codeformer"],
-                        help="{gfpgan|gpen|codeformer}[_bf16|_fp16], sgpn_{restore|generator}[_default|_compiled][_bf16|_fp16]")
+                        help="{gfpgan|gpen|codeformer}[_bf16|_fp16], sgpn_{restore|generator}[_default|_compiled|_openvino][_bf16|_fp16]")
     parser.add_argument("--device", default="cpu", help="cpu or cuda (GPU: add --no-memory)")
     parser.add_argument("--batch", nargs="+", type=int, default=[1])
     parser.add_argument("--rounds", type=int, default=5)

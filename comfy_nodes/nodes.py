@@ -25,7 +25,7 @@ logger = logging.getLogger(__name__)
 CATEGORY = "SGPN"
 TEMPLATES = ["sgpn", "ffhq"]
 DEVICES = ["auto", "cpu"]
-COMPILE = {"auto": "auto", "off": False}   # widget value -> FaceRestorer(compile=...)
+COMPILE = {"auto": "auto", "openvino": "openvino", "off": False}   # widget value -> FaceRestorer(compile=...)
 DET_THRESHOLD_MAX = 0.99   # the detector needs a threshold strictly below 1
 
 
@@ -132,9 +132,11 @@ class SGPN_ModelLoader:
                 "template": (TEMPLATES, {"default": "sgpn",
                                          "tooltip": "face alignment template the weights were trained with"}),
                 "compile": (list(COMPILE), {"default": "auto",
-                                            "tooltip": "auto: run the generator compiled where it pays (CPU): "
-                                                       "~1.4x faster restores; the first run on a machine "
-                                                       "compiles it once (about a minute); off: never"}),
+                                            "tooltip": "auto: run the generator compiled where it pays (CPU, "
+                                                       "~10% faster); the first run on a machine compiles it once "
+                                                       "(about a minute); openvino: through OpenVINO on the CPU "
+                                                       "(pip install openvino; ~10% faster again, ~0.6 GiB more "
+                                                       "memory); off: never"}),
             },
         }
 

@@ -113,6 +113,10 @@ def add_restore_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action=argparse.BooleanOptionalAction, default=None,
                         help="run the generator compiled (default: on CPU, where it pays; the first run on a machine "
                              "compiles it once, about a minute on 2 cores, into ~/.cache/sgpn/compiled)")
+    parser.add_argument("--openvino", action="store_true",
+                        help="on CPU, run the generator through OpenVINO (pip install \"sgpn-restore[openvino]\"): "
+                             "~10%% faster than the default compiled generator, ~0.6 GiB more memory; built once per "
+                             "checkpoint into ~/.cache/sgpn/compiled")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                         help="generator precision (bfloat16: faster on GPUs and on CPUs with fast BF16, float16: GPU only)")
     parser.add_argument("--keep-memory", action="store_true",
@@ -124,6 +128,15 @@ def add_restore_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--suffix", help="appended to restored faces and images: NAME_00_SUFFIX.png (as GFPGAN)")
     parser.add_argument("--skip-existing", action="store_true",
                         help="skip inputs whose outputs a previous run wrote completely (to resume an interrupted run)")
+
+
+def compile_choice(args) -> bool | str:
+    """``FaceRestorer``'s ``compile`` from ``--compile/--no-compile`` and ``--openvino``."""
+    if args.openvino:
+        if args.compile is False:
+            raise SystemExit("sgpn restore: --openvino and --no-compile contradict each other; give one of them")
+        return "openvino"
+    return "auto" if args.compile is None else args.compile
 
 
 def build_restorer(args, model=None):
@@ -144,7 +157,7 @@ def build_restorer(args, model=None):
                             bg_upsampler=bg_upsampler, detector_rootpath=args.detector_dir,
                             allow_download=not args.offline,
                             fidelity="official" if args.match_official else "default",
-                            compile="auto" if args.compile is None else args.compile)
+                            compile=compile_choice(args))
     if args.dtype != "float32":
         restorer.model.accelerate(dtype=getattr(torch, args.dtype))
     if args.keep_memory and restorer.device.type == "cpu":

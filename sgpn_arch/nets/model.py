@@ -11,7 +11,7 @@ from torch import nn
 from ..face3d.bfm import ParametricFaceModel
 from ..face3d.renderer import MeshRenderer
 from ..face3d.shape_prior import ShapePrior
-from ..pipeline.compilation import CompiledInference, compile_devices
+from ..pipeline.compilation import CompiledInference, compile_backend, compile_devices
 from ..zoo.checkpoint_layouts import describe_state_dict
 from ..zoo.checkpoints import CheckpointError, check_layout, load_state_dict_file, load_strict
 from .d3dfr import ReconNet
@@ -68,9 +68,11 @@ class SGPN(nn.Module):
 
         ``compile``: run the generator compiled (:mod:`sgpn_arch.pipeline.compilation`: an AOTInductor package built
         once per machine and kept on disk, eager if compiling fails): ``"auto"`` where it pays (CPU;
-        ``SGPN_COMPILE=0`` turns it off), ``True`` on every device, ``False`` never; ``None`` keeps the
-        current choice. The first compiled call on a machine builds the package (~40 s on 2 CPU cores);
-        later ones, in any process, load it in milliseconds. It reads the current weights on every call.
+        ``SGPN_COMPILE=0`` turns it off, ``SGPN_COMPILE=openvino`` makes it ``"openvino"``), ``True`` on every
+        device, ``False`` never, ``"openvino"`` on the CPU through OpenVINO (optional,
+        :mod:`sgpn_arch.pipeline.openvino_inference`: faster, more memory); ``None`` keeps the current choice.
+        The first compiled call on a machine builds the package (~40 s on 2 CPU cores); later ones, in any
+        process, load it in milliseconds. It reads the current weights on every call.
         ``dtype``: run the generator in ``torch.float16``/``torch.bfloat16`` (GPU); the shape prior stays in
         float32.
         """
@@ -81,10 +83,13 @@ class SGPN(nn.Module):
             self.generator_dtype = dtype
         if compile is not None:
             devices, current = compile_devices(compile), self.compiled_generator
+            runner = CompiledInference
+            if compile_backend(compile) == "openvino":
+                from ..pipeline.openvino_inference import OpenVINOInference as runner   # optional dependency
             if devices == ():
                 self.compiled_generator = None
-            elif current is None or current.devices != devices:   # a new dtype: another package, same runner
-                self.compiled_generator = CompiledInference(self.generator, devices)
+            elif type(current) is not runner or current.devices != devices:   # a new dtype: same runner
+                self.compiled_generator = runner(self.generator, devices)
         return self
 
 
