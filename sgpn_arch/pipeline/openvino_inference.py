@@ -8,6 +8,8 @@ of the weights and its activation memory (a 512 crop restore peaks at 2.82 GiB i
 restore`` on a folder at 3.31 GiB instead of 2.43 GiB) and cannot take the weights as call inputs: the compiled model is kept on disk per checkpoint
 (``<cache>/compiled/<network>-openvino-<hash>.blob``, ~320 MB for SGPN, keyed by the weights' values too), built
 once in ~15 s and imported in under a second by later processes. Changing the weights in place rebuilds it.
+OpenVINO's worker threads do not survive a fork: a process that has run it must not fork afterwards (training's
+DataLoader workers crashed the test process that way), so it is meant for restoring processes only.
 """
 
 from __future__ import annotations
@@ -77,7 +79,8 @@ class OpenVINOInference:
     The same interface as :class:`~sgpn_arch.pipeline.compilation.CompiledInference`. The first call for an input
     shape imports the compiled model from the cache, building it first if there is none for these weights; a batch
     runs one sample at a time. A build or import failure logs one warning and runs eager from then on; a missing
-    ``openvino`` package is an error at construction (it was asked for by name).
+    ``openvino`` package is an error at construction (it was asked for by name). ``devices`` is there for that
+    interface: OpenVINO runs on the CPU only.
     """
 
     def __init__(self, module: nn.Module, devices: tuple[str, ...] | None = ("cpu",)):
