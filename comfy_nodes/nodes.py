@@ -135,8 +135,8 @@ class SGPN_ModelLoader:
                                             "tooltip": "auto: run the generator compiled where it pays (CPU, "
                                                        "~10% faster); the first run on a machine compiles it once "
                                                        "(about a minute); openvino: through OpenVINO on the CPU "
-                                                       "(pip install openvino; ~10% faster again, ~0.6 GiB more "
-                                                       "memory); off: never"}),
+                                                       "(pip install openvino>=2026.4; ~20% faster again, ~0.9 GiB "
+                                                       "more memory); off: never"}),
             },
         }
 

@@ -115,7 +115,7 @@ def add_restore_arguments(parser: argparse.ArgumentParser) -> None:
                              "compiles it once, about a minute on 2 cores, into ~/.cache/sgpn/compiled)")
     parser.add_argument("--openvino", action="store_true",
                         help="on CPU, run the generator through OpenVINO (pip install \"sgpn-restore[openvino]\"): "
-                             "~10%% faster than the default compiled generator, ~0.6 GiB more memory; built once per "
+                             "~20%% less time per face than the default, ~0.9 GiB more memory; built once per "
                              "checkpoint into ~/.cache/sgpn/compiled")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
                         help="generator precision (bfloat16: faster on GPUs and on CPUs with fast BF16, float16: GPU only)")
