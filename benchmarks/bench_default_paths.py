@@ -52,9 +52,9 @@ def build_front_end(name: str, faces: Path, detector_dir: Path):
         from sgpn_arch.cli import build_parser, build_restorer
 
         args = build_parser().parse_args(
-            ["restore", "-i", str(faces), "-o", str(scratch_dir("sgpn_restore_out_")), "--generator", str(weights["sgpn"]),
-             "--d3dfr", str(weights["d3dfr"]), "--bfm", str(bfm), "--detector", DETECTOR,
-             "--detector-dir", str(detector_dir), "--offline"])
+            ["restore", "-i", str(faces), "-o", str(scratch_dir("sgpn_restore_out_")),
+             "--generator", str(weights["sgpn"]), "--d3dfr", str(weights["d3dfr"]), "--bfm", str(bfm),
+             "--detector", DETECTOR, "--detector-dir", str(detector_dir), "--offline"])
         return build_restorer(args)
     if name == "comfyui":
         from sgpn_arch.nets.model import build_sgpn

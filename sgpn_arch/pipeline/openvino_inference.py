@@ -1,15 +1,15 @@
 """CPU inference of a network through OpenVINO: the optional backend (``pip install "sgpn-restore[openvino]"``).
 
-``compile="openvino"`` (``sgpn restore --openvino``, ``SGPN_COMPILE=openvino`` for "auto" in every
-front end) runs the generator through OpenVINO's CPU plugin in float32. On the 2-core CPU (``benchmarks/RESULTS.md``)
-SGPN's generator takes 0.70–0.83× GFPGAN's time where the AOTInductor package takes 0.92–0.93×, equal to eager
-within 1e-5; whole photos 0.78–0.82× instead of ~1.0×. It is not the default because OpenVINO keeps its own copy
-of the weights and its activation memory (a 512 crop restore peaks at 2.82 GiB instead of 2.25 GiB, ``sgpn
-restore`` on a folder at 3.31 GiB instead of 2.43 GiB) and cannot take the weights as call inputs: the compiled model is kept on disk per checkpoint
-(``<cache>/compiled/<network>-openvino-<hash>.blob``, ~320 MB for SGPN, keyed by the weights' values too), built
-once in ~15 s and imported in under a second by later processes. Changing the weights in place rebuilds it.
-OpenVINO's worker threads do not survive a fork: a process that has run it must not fork afterwards (training's
-DataLoader workers crashed the test process that way), so it is meant for restoring processes only.
+``compile="openvino"`` (``sgpn restore --openvino``, ``SGPN_COMPILE=openvino`` for "auto" in every front end) runs
+the generator through OpenVINO's CPU plugin in float32. On the 2-core CPU (``benchmarks/RESULTS.md``) SGPN's
+generator takes 0.70–0.83× GFPGAN's time where the AOTInductor package takes 0.92–0.93×, equal to eager within
+1e-5; whole photos 0.78–0.82× instead of ~1.0×. It is not the default because OpenVINO keeps its own copy of the
+weights and its activation memory (a 512 crop restore peaks at 2.82 GiB instead of 2.25 GiB, ``sgpn restore`` on a
+folder at 3.31 GiB instead of 2.43 GiB) and cannot take the weights as call inputs: the compiled model is kept on
+disk per checkpoint (``<cache>/compiled/<network>-openvino-<hash>.blob``, ~320 MB for SGPN, keyed by the weights'
+values too), built once in ~15 s and imported in under a second by later processes. Changing the weights in place
+rebuilds it. OpenVINO's worker threads do not survive a fork: a process that has run it must not fork afterwards
+(training's DataLoader workers crashed the test process that way), so it is meant for restoring processes only.
 """
 
 from __future__ import annotations
@@ -25,12 +25,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .compilation import weights_of, package_dir, package_key
+from .compilation import package_dir, package_key, weights_of
 
 logger = logging.getLogger(__name__)
 
 CPU_CONFIG = {"INFERENCE_PRECISION_HINT": "f32", "PERFORMANCE_HINT": "LATENCY"}   # f32: bf16 on CPUs that have it
-INSTALL = 'the OpenVINO backend needs the openvino package: pip install "openvino>=2026.4" (or the extra "sgpn-restore[openvino]")'
+INSTALL = ('the OpenVINO backend needs the openvino package: pip install "openvino>=2026.4" '
+           '(or the extra "sgpn-restore[openvino]")')
 
 
 def _openvino():
