@@ -11,7 +11,7 @@ from torch import nn
 from ..face3d.bfm import ParametricFaceModel
 from ..face3d.renderer import MeshRenderer
 from ..face3d.shape_prior import ShapePrior
-from ..pipeline.compilation import CompiledInference, compile_backend, compile_devices
+from ..pipeline.compilation import CompiledInference, CompiledRunner, compile_backend, compile_devices
 from ..zoo.checkpoint_layouts import describe_state_dict
 from ..zoo.checkpoints import CheckpointError, check_layout, load_state_dict_file, load_strict
 from .d3dfr import ReconNet
@@ -38,7 +38,7 @@ class SGPN(nn.Module):
         self.generator = generator
         self.shape_prior = shape_prior
         self.generator_dtype = torch.float32
-        self.compiled_generator: CompiledInference | None = None
+        self.compiled_generator: CompiledRunner | None = None
 
     @property
     def size(self) -> int:

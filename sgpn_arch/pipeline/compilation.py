@@ -127,28 +127,55 @@ def build_package(module: nn.Module, inputs: tuple[torch.Tensor, ...], path: Pat
         Path(tmp).unlink(missing_ok=True)
 
 
-class CompiledInference:
-    """Calls ``module`` through its compiled package on the devices in ``devices`` (None: all), eager elsewhere
-    and whenever autograd is on (training).
+class CompiledRunner:
+    """Calls ``module`` through a compiled form on the devices in ``devices`` (None: all), eager elsewhere and
+    whenever autograd is on (training); subclasses say how (:meth:`run`).
 
-    Not an ``nn.Module``: holding one adds no state-dict keys. The first call on a new input shape loads the
-    package, building it first if this machine has none (~40 s on 2 CPU cores, logged). On CPU a batch runs
-    one sample at a time (batching does not pay on CPU cores), so one package serves every batch size. If
-    building or loading fails (no C++ compiler, an unsupported platform), it logs one warning and runs eager
-    from then on.
+    Not an ``nn.Module``: holding one adds no state-dict keys. On CPU a batch runs one sample at a time (batching
+    does not pay on CPU cores), so one compiled form serves every batch size. If building, loading or running it
+    fails, it logs one warning and runs eager from then on.
     """
+
+    failure_hint = "compile=False / --no-compile skips the attempt"   # how to avoid the attempt, in the warning
 
     def __init__(self, module: nn.Module, devices: tuple[str, ...] | None):
         self.module = module
         self.devices = devices
         self.failed = False
-        self._paths: dict[tuple, Path] = {}
-        self._runners: dict[Path, Callable] = {}
         self._lock = threading.Lock()
 
     def uses_compiled(self, device: torch.device) -> bool:
-        """Whether a call on ``device`` goes through the compiled package."""
+        """Whether a call on ``device`` goes through the compiled form."""
         return not self.failed and (self.devices is None or device.type in self.devices)
+
+    def run(self, *inputs: torch.Tensor) -> torch.Tensor:
+        """One compiled call on a batch of one (CPU) or any batch (other devices)."""
+        raise NotImplementedError
+
+    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
+        if self.uses_compiled(inputs[0].device) and not torch.is_grad_enabled():
+            try:
+                if inputs[0].device.type == "cpu" and len(inputs[0]) > 1:
+                    return torch.cat([self(*(x[i:i + 1] for x in inputs)) for i in range(len(inputs[0]))])
+                return self.run(*inputs)
+            except Exception as err:   # compiler missing or failing: eager still gives the same result
+                logger.warning("compiling %s failed (%s: %s); running without compiling from now on (%s)",
+                               type(self.module).__name__, type(err).__name__, err, self.failure_hint)
+                self.failed = True
+        return self.module(*inputs)
+
+
+class CompiledInference(CompiledRunner):
+    """The network through its AOTInductor package.
+
+    The first call on a new input shape loads the package, building it first if this machine has none (~40 s on
+    2 CPU cores, logged); a failure (no C++ compiler, an unsupported platform) means eager from then on.
+    """
+
+    def __init__(self, module: nn.Module, devices: tuple[str, ...] | None):
+        super().__init__(module, devices)
+        self._paths: dict[tuple, Path] = {}
+        self._runners: dict[Path, Callable] = {}
 
     def package_path(self, *inputs: torch.Tensor) -> Path:
         """Where the package for inputs like these is (or will be) kept."""
@@ -172,18 +199,8 @@ class CompiledInference:
                 self._runners[path] = torch._inductor.aoti_load_package(str(path))
         return self._runners[path]
 
-    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
-        if self.uses_compiled(inputs[0].device) and not torch.is_grad_enabled():
-            try:
-                if inputs[0].device.type == "cpu" and len(inputs[0]) > 1:
-                    return torch.cat([self(*(x[i:i + 1] for x in inputs)) for i in range(len(inputs[0]))])
-                return self.prepare(*inputs)(*weights_of(self.module).values(), *inputs)
-            except Exception as err:   # compiler missing or failing: eager still gives the same result
-                logger.warning("compiling %s failed (%s: %s); running without compiling from now on "
-                               "(compile=False / --no-compile skips the attempt)",
-                               type(self.module).__name__, type(err).__name__, err)
-                self.failed = True
-        return self.module(*inputs)
+    def run(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return self.prepare(*inputs)(*weights_of(self.module).values(), *inputs)
 
 
 def compile_devices(compile: bool | str) -> tuple[str, ...] | None:

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
-import tempfile
 import threading
 import time
 from pathlib import Path
@@ -25,7 +23,8 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .compilation import package_dir, package_key, weights_of
+from .compilation import CompiledRunner, package_dir, package_key, weights_of
+from .image_io import write_bytes_atomic
 
 logger = logging.getLogger(__name__)
 
@@ -63,39 +62,25 @@ def build_blob(module: nn.Module, inputs: tuple[torch.Tensor, ...], path: Path) 
     with torch.enable_grad():
         program = torch.export.export(module, tuple(x.detach() for x in inputs), strict=False)
     compiled = ov.Core().compile_model(ov.convert_model(program), "CPU", _config())
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=".blob", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(compiled.export_model().getbuffer())
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    write_bytes_atomic(path, compiled.export_model().getbuffer())
 
 
-class OpenVINOInference:
-    """Calls ``module`` through OpenVINO on the CPU (float32, autograd off); eager elsewhere, for other dtypes and
-    when autograd is on (training).
+class OpenVINOInference(CompiledRunner):
+    """The network through OpenVINO on the CPU, in float32 (other dtypes run eager).
 
-    The same interface as :class:`~sgpn_arch.pipeline.compilation.CompiledInference`. The first call for an input
-    shape imports the compiled model from the cache, building it first if there is none for these weights; a batch
-    runs one sample at a time. A build or import failure logs one warning and runs eager from then on; a missing
-    ``openvino`` package is an error at construction (it was asked for by name). ``devices`` is there for that
-    interface: OpenVINO runs on the CPU only.
+    The first call for an input shape imports the compiled model from the cache, building it first if there is none
+    for these weights. A missing ``openvino`` package is an error at construction (it was asked for by name);
+    ``devices`` is there for :class:`~sgpn_arch.pipeline.compilation.CompiledRunner`'s interface: OpenVINO runs on
+    the CPU only.
     """
+
+    failure_hint = "leave out --openvino / compile='openvino' to skip the attempt"
 
     def __init__(self, module: nn.Module, devices: tuple[str, ...] | None = ("cpu",)):
         self.ov = _openvino()
-        self.module = module
-        self.devices = ("cpu",)
-        self.failed = False
+        super().__init__(module, ("cpu",))
         self._requests: dict[tuple, tuple[tuple, object]] = {}   # input spec -> (weights state, infer request)
-        self._lock = threading.Lock()
         self._infer_lock = threading.Lock()   # an infer request serves one call at a time (Gradio runs threads)
-
-    def uses_compiled(self, device: torch.device) -> bool:
-        """Whether a call on ``device`` goes through OpenVINO."""
-        return not self.failed and device.type == "cpu"
 
     def _weights_state(self) -> tuple:
         """Cheap fingerprint of the weights' storage and in-place edits: a change means the blob is stale."""
@@ -124,17 +109,10 @@ class OpenVINOInference:
                 self._requests[spec] = (state, compiled.create_infer_request())
         return self._requests[spec][1]
 
-    def __call__(self, *inputs: torch.Tensor) -> torch.Tensor:
-        if self.uses_compiled(inputs[0].device) and inputs[0].dtype == torch.float32 and not torch.is_grad_enabled():
-            try:
-                if len(inputs[0]) > 1:
-                    return torch.cat([self(*(x[i:i + 1] for x in inputs)) for i in range(len(inputs[0]))])
-                request = self.prepare(*inputs)
-                with self._infer_lock:
-                    out = request.infer([x.contiguous().numpy() for x in inputs])[0]
-                    return torch.from_numpy(out.copy())   # the request reuses its output buffer on the next call
-            except Exception as err:   # conversion or plugin failure: eager still gives the same result
-                logger.warning("OpenVINO failed for %s (%s: %s); running without it from now on",
-                               type(self.module).__name__, type(err).__name__, err)
-                self.failed = True
-        return self.module(*inputs)
+    def run(self, *inputs: torch.Tensor) -> torch.Tensor:
+        if inputs[0].dtype != torch.float32:
+            return self.module(*inputs)
+        request = self.prepare(*inputs)
+        with self._infer_lock:
+            out = request.infer([x.contiguous().numpy() for x in inputs])[0]
+            return torch.from_numpy(out.copy())   # the request reuses its output buffer on the next call
